@@ -1,0 +1,1 @@
+"""The ``rs-search`` command line: thin typer modules, one per command group."""
