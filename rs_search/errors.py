@@ -37,3 +37,19 @@ class TrainingDiverged(RsSearchError):
     """Loss became NaN or infinite; the run stops with its own exit status."""
 
     exit_code = 3
+
+
+class CandidateOutOfMemory(RsSearchError):
+    """A candidate does not fit in the device's memory (training or latency measurement).
+
+    For a search this is an answer ("does not fit"), not a crash: the trial fails with this reason
+    and the worker goes on.
+    """
+
+    exit_code = 4
+
+
+class TrialInterrupted(RsSearchError):
+    """SIGTERM arrived: the run checkpointed and handed its work back."""
+
+    exit_code = 0
