@@ -1,0 +1,695 @@
+"""The paper's scaling rules as pure functions: finished trials in, proposals with reasons out.
+
+Bello et al. 2021, "Revisiting ResNets: Improved Training and Scaling Strategies" (arXiv
+2103.07579), Sec. 7 ("Improved scaling strategies") and DESIGN.md section 1, as summarised in
+``shared/reference/resnet_rs.yaml`` (``scaling_rules``, ``models``, ``weight_decay_interaction``):
+
+1. **Depth where overfitting can occur, width where it cannot** (strategy 1; Sec. 7.2, Fig. 6:
+   at 10 epochs width scaling wins, at 350 epochs depth scaling wins). Overfitting is read from a
+   trial's per-epoch curve (:func:`read_overfitting`): a train/val top-1 gap of ``gap_points`` or
+   more, or the validation loss rising while the training loss falls over the last ``window``
+   epochs. Overfitting *or* a long budget (``long_budget_epochs``, the paper's 350-epoch regime)
+   -> :func:`scale_depth`; neither -> :func:`scale_width`.
+2. **Resolution grows slowly** (strategy 2; Sec. 7.3): at most one step
+   (:func:`next_resolution`), only together with a depth step, and never past the published
+   family's resolution at that depth (:data:`FAMILY_RESOLUTION`: 160 at RS-50 ... 320 at
+   RS-350/420), far below EfficientNet's compound rate.
+3. FLOPs and parameters do not predict latency or memory (Sec. 7.4): proposals are checked
+   against the study's limits with costs the caller supplies (measured, cached or predicted), see
+   :func:`apply_limits`.
+4. **Regularization follows size** as the published recipes do (:func:`published_regularization`:
+   dropout 0.25 / 0.4, stochastic depth 0 / 0.1, RandAugment magnitude 10 / 15), and **weight
+   decay goes down (1e-4 -> 4e-5) when the other regularizers are on** (Sec. 5.2, Table 4;
+   :func:`weight_decay_for`).
+
+Everything here takes plain values (``TrialView``, ``Candidate``, tuples) and returns frozen
+dataclasses; nothing reads a database, builds a network or measures anything.
+
+Ladders (documented choices, not from the paper):
+
+* Depth: the published layouts 50 -> 101 -> 152 -> 200 -> 270 -> 350 -> 420 (Table 7), preceded by
+  two small explicit layouts for small data: ``[1, 1, 1, 1]`` (ResNet-14, timm's ``resnet14t``)
+  -> ``[2, 2, 2, 2]`` (ResNet-26, timm's ``resnet26``) -> ``[3, 4, 6, 3]`` (RS-50). Each rung about
+  doubles the blocks, as 50 -> 101 does. An off-ladder layout grows to the first rung with more
+  layers. When the study's space lists layouts, the next *in-space* layout is preferred so the
+  proposal can be enqueued as ordinary parameters (:class:`RuleSettings`).
+* Width: the grid the paper studies, 0.25x ... 2x (``WIDTH_GRID``: 0.25, 0.5, 0.75, 1, 1.25,
+  1.5, 2); the space's own width grid is preferred when it has a larger value.
+* Resolution: one step is +32 px at 128 px and above (160 -> 192 -> 224 -> 256 -> 288 -> 320,
+  the family's spacing), +8 px below 128 px (small images); the space's resolution grid is
+  preferred when it has a larger value within the bound.
+* Resolution bound for layouts below RS-50: the RS-50 bound scaled by depth,
+  ``160 * depth / 50`` rounded down to a multiple of 8 (ResNet-26: 80 px, ResNet-14: 40 px).
+  Between two published depths the bound of the shallower one applies.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from rs_search.specs import NAMED_LAYOUTS, Candidate, RecipeSpec, layout_label
+
+if TYPE_CHECKING:
+    from optuna.trial import FrozenTrial
+
+    from rs_search.space import SearchSpace
+
+__all__ = [
+    "DEPTH_LADDER",
+    "FAMILY_RESOLUTION",
+    "WIDTH_GRID",
+    "Cost",
+    "Dropped",
+    "Limits",
+    "Overfitting",
+    "Proposal",
+    "ProposalSet",
+    "RuleSettings",
+    "TrialView",
+    "apply_limits",
+    "choose_rule",
+    "nominal_depth",
+    "next_layout",
+    "next_resolution",
+    "next_width",
+    "propose",
+    "published_regularization",
+    "read_overfitting",
+    "resolution_bound",
+    "scale_depth",
+    "scale_width",
+    "scaled_family",
+    "weight_decay_for",
+]
+
+Rule = Literal["depth", "width"]
+
+# -- ladders -----------------------------------------------------------------------------------
+
+EXPLICIT_LADDER: tuple[tuple[int, ...], ...] = ((1, 1, 1, 1), (2, 2, 2, 2))
+"""Small layouts below RS-50 (ResNet-14 and ResNet-26), for small data (DESIGN.md section 1)."""
+
+DEPTH_LADDER: tuple[tuple[int, ...], ...] = EXPLICIT_LADDER + tuple(NAMED_LAYOUTS.values())
+"""[1,1,1,1] -> [2,2,2,2] -> 50 -> 101 -> 152 -> 200 -> 270 -> 350 -> 420 (paper Table 7)."""
+
+WIDTH_GRID: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
+"""Width multipliers of the paper's scaling study (Sec. 7.1: widths 0.25x-2x)."""
+
+FAMILY_RESOLUTION: dict[int, tuple[int, int]] = {
+    50: (160, 160),
+    101: (160, 192),
+    152: (192, 256),
+    200: (256, 256),
+    270: (256, 256),
+    350: (256, 320),
+    420: (320, 320),
+}
+"""(smallest, largest) resolution of each published model (reference yaml ``models``; official
+README table). The largest is the bound a depth step may grow the resolution to."""
+
+# Published recipes (reference yaml ``models.*.variants[].recipe``).
+DROPOUT_LARGEST = 0.4  # RS-350 at 320 px and RS-420
+DROPOUT_DEFAULT = 0.25  # every other published model
+STOCHASTIC_DEPTH_DEEP = 0.1  # RS-200 and deeper; 0 for RS-50..152
+RANDAUG_SMALL = 10  # RS-50@160 and RS-101@160
+RANDAUG_LARGE = 15  # every other published model
+WEIGHT_DECAY_REGULARIZED = 4e-5  # reference yaml recipe_common.weight_decay
+WEIGHT_DECAY_PLAIN = 1e-4  # baseline ResNet (reference yaml baseline_resnet_value)
+
+
+def nominal_depth(layout: Sequence[int]) -> int:
+    """The family name of a published layout ([4, 29, 53, 4] is "270", not 3 x 90 + 2),
+    else 3 x blocks + 2."""
+    label = layout_label(tuple(layout))
+    return int(label) if label.isdigit() else 3 * sum(layout) + 2
+
+
+def _layer_count(layout: Sequence[int]) -> int:
+    return 3 * sum(layout) + 2
+
+
+def next_layout(
+    layout: Sequence[int], ladder: Sequence[Sequence[int]] = DEPTH_LADDER
+) -> tuple[int, ...] | None:
+    """The first rung of ``ladder`` with more layers than ``layout``; None at the top."""
+    here = _layer_count(layout)
+    deeper = sorted((tuple(r) for r in ladder if _layer_count(r) > here), key=_layer_count)
+    return deeper[0] if deeper else None
+
+
+def next_width(width: float, grid: Sequence[float] = WIDTH_GRID) -> float | None:
+    """The smallest grid width above ``width``; None above the grid (the paper stops at 2x)."""
+    wider = sorted(w for w in grid if w > width + 1e-9)
+    return float(wider[0]) if wider else None
+
+
+def resolution_bound(layout: Sequence[int]) -> int:
+    """Largest resolution the published family pairs with this depth (see module docstring)."""
+    depth = nominal_depth(layout)
+    if depth in FAMILY_RESOLUTION:
+        return FAMILY_RESOLUTION[depth][1]
+    if depth < 50:
+        return max(8, int(FAMILY_RESOLUTION[50][1] * depth / 50) // 8 * 8)
+    shallower = max(d for d in FAMILY_RESOLUTION if d <= depth)
+    return FAMILY_RESOLUTION[shallower][1]
+
+
+def resolution_step(resolution: int) -> int:
+    """One default step: +32 px from 128 px up (the family's spacing), +8 px below."""
+    return 32 if resolution >= 128 else 8
+
+
+def next_resolution(
+    resolution: int, layout: Sequence[int], grid: Sequence[int] = ()
+) -> tuple[int, str]:
+    """At most one step up, bounded by :func:`resolution_bound` of the new ``layout``.
+
+    Returns (new resolution, words). ``grid``: the space's resolution values; its next value is
+    used when it exists and fits the bound (one grid step), else the default step.
+    """
+    bound = resolution_bound(layout)
+    depth = layout_label(tuple(layout))
+    above = sorted(r for r in grid if r > resolution)
+    step = above[0] if above and above[0] <= bound else resolution + resolution_step(resolution)
+    where = f"family bound {bound} px at depth {depth}"
+    if step > bound:
+        return resolution, f"resolution stays {resolution} ({where})"
+    return step, f"resolution {resolution}→{step} (one step; {where})"
+
+
+# -- reading the curves ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Overfitting:
+    """What a curve says about overfitting (Sec. 7.2: depth helps where overfitting can occur)."""
+
+    overfit: bool
+    gap: float | None  # train top-1 - val top-1 at the last epoch, in points
+    val_loss_rising: bool
+    epoch: int  # last epoch of the curve (0 when empty)
+    words: str
+
+
+def _series(curve: Sequence[Mapping[str, Any]], *names: str) -> list[float] | None:
+    """The first of ``names`` present (and numeric) in every entry of ``curve``."""
+    for name in names:
+        values = [entry.get(name) for entry in curve]
+        if values and all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+            return [float(v) for v in values if v is not None]
+    return None
+
+
+def read_overfitting(
+    curve: Sequence[Mapping[str, Any]], *, gap_points: float = 5.0, window: int = 3
+) -> Overfitting:
+    """Overfitting from a per-epoch curve.
+
+    Overfit when the train/val top-1 gap at the last epoch is at least ``gap_points`` points, or
+    when over the last ``window`` epochs the validation loss rose while the training loss fell.
+    The raw (non-EMA) validation figures are preferred: the EMA lags the weights the training
+    figures come from, which would widen the gap early in training; ``val_top1``/``val_loss``
+    are the fallback.
+    """
+    if window < 2:
+        raise ValueError(f"window {window}: at least 2 epochs are needed to see a trend")
+    if not curve:
+        return Overfitting(overfit=False, gap=None, val_loss_rising=False, epoch=0,
+                           words="no curve recorded")
+    epoch = int(curve[-1].get("epoch", len(curve)))
+    train_top1 = _series(curve[-1:], "train_top1")
+    val_top1 = _series(curve[-1:], "val_top1_raw", "val_top1")
+    gap = train_top1[0] - val_top1[0] if train_top1 and val_top1 else None
+    rising = False
+    loss_words = ""
+    if len(curve) >= window:
+        tail = curve[-window:]
+        val = _series(tail, "val_loss_raw", "val_loss")
+        train = _series(tail, "train_loss")
+        if val and train and val[-1] > val[0] and train[-1] < train[0]:
+            rising = True
+            loss_words = (f"val loss rose {val[0]:.3g}→{val[-1]:.3g} while train loss fell "
+                          f"{train[0]:.3g}→{train[-1]:.3g} over the last {window} epochs")
+    gap_big = gap is not None and gap >= gap_points
+    gap_words = "no train/val gap recorded" if gap is None else f"train/val gap {gap:.1f} points"
+    if gap_big and rising:
+        words = f"{gap_words} and {loss_words}, at {epoch} epochs"
+    elif gap_big:
+        words = f"{gap_words} at {epoch} epochs"
+    elif rising:
+        words = f"{loss_words} (epoch {epoch})"
+    else:
+        words = f"{gap_words} (< {gap_points:g}), val loss not rising, at {epoch} epochs"
+    return Overfitting(overfit=gap_big or rising, gap=gap, val_loss_rising=rising, epoch=epoch,
+                       words=words)
+
+
+# -- regularization ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Regularization:
+    dropout: float
+    stochastic_depth: float
+    randaug_magnitude: int
+
+
+def published_regularization(layout: Sequence[int], resolution: int) -> Regularization | None:
+    """The published recipe's regularization for a model of this size; None below RS-50 (no
+    published recipe; the source trial's values are kept).
+
+    Reference yaml ``models``: dropout 0.25, 0.4 for RS-350@320 and RS-420; stochastic depth
+    0 for RS-50..152, 0.1 for RS-200+; RandAugment magnitude 10 for RS-50@160 and RS-101@160,
+    15 otherwise.
+    """
+    depth = nominal_depth(layout)
+    if depth < 50:
+        return None
+    dropout = DROPOUT_LARGEST if depth >= 350 and resolution >= 320 else DROPOUT_DEFAULT
+    sd = STOCHASTIC_DEPTH_DEEP if depth >= 200 else 0.0
+    magnitude = RANDAUG_SMALL if depth <= 101 and resolution <= 160 else RANDAUG_LARGE
+    return Regularization(dropout=dropout, stochastic_depth=sd, randaug_magnitude=magnitude)
+
+
+def active_regularizers(recipe: RecipeSpec) -> list[str]:
+    """The regularizers of Table 4 that ``recipe`` turns on (RA, LS, DO, SD)."""
+    on = []
+    if recipe.randaug_layers > 0 and recipe.randaug_magnitude > 0:
+        on.append("RandAugment")
+    if recipe.label_smoothing > 0:
+        on.append("label smoothing")
+    if recipe.dropout > 0:
+        on.append("dropout")
+    if recipe.stochastic_depth > 0:
+        on.append("stochastic depth")
+    return on
+
+
+def weight_decay_for(
+    recipe: RecipeSpec,
+    *,
+    min_regularizers: int = 3,
+    regularized: float = WEIGHT_DECAY_REGULARIZED,
+    plain: float = WEIGHT_DECAY_PLAIN,
+) -> tuple[float, str]:
+    """4e-5 when at least ``min_regularizers`` other regularizers are on, else 1e-4.
+
+    Paper Sec. 5.2 / Table 4 (reference yaml ``weight_decay_interaction``): without RandAugment
+    and label smoothing 1e-4 is better by ~1 point; with RA+LS the two tie (-0.1 / -0.3); with
+    RA+LS+dropout (and SD for ResNet-200) 4e-5 is better (+0.5 / +0.2). Hence three regularizers.
+    Returns (weight decay, words).
+    """
+    on = active_regularizers(recipe)
+    if len(on) >= min_regularizers:
+        return regularized, f"{', '.join(on)} on"
+    return plain, f"only {len(on)} other regularizer(s) on" if on else "no other regularizer on"
+
+
+def _regularize(
+    recipe: RecipeSpec, layout: Sequence[int], resolution: int, settings: RuleSettings
+) -> tuple[RecipeSpec, list[str]]:
+    """Regularization follows size: never below the source's, raised to the published recipe's
+    values for the new size; then the weight-decay rule. Returns the recipe and what changed."""
+    source = recipe
+    changes: list[str] = []
+    updates: dict[str, Any] = {}
+    published = published_regularization(layout, resolution)
+    if published is not None:
+        for name, words in (("dropout", "dropout"), ("stochastic_depth", "stochastic depth"),
+                            ("randaug_magnitude", "RandAugment magnitude")):
+            old, new = getattr(recipe, name), getattr(published, name)
+            if name == "randaug_magnitude" and recipe.randaug_layers == 0:
+                continue  # RandAugment is off in this recipe; the rule does not turn it on
+            if new > old:
+                updates[name] = new
+                changes.append(f"{words} {old:g}→{new:g}")
+    recipe = dataclasses.replace(recipe, **updates)
+    wd, why = weight_decay_for(recipe, min_regularizers=settings.min_regularizers,
+                               regularized=settings.weight_decay_regularized,
+                               plain=settings.weight_decay_plain)
+    if not math.isclose(wd, recipe.weight_decay, rel_tol=1e-9):
+        changes.append(f"weight decay {recipe.weight_decay:g}→{wd:g} ({why})")
+        recipe = dataclasses.replace(recipe, weight_decay=wd)
+    fitted, notes = fit_recipe(recipe, source, settings.space)
+    return fitted, changes + notes
+
+
+# -- trials and proposals ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrialView:
+    """What the rules read from one finished trial: built by :meth:`from_trial` or by hand."""
+
+    number: int
+    candidate: Candidate
+    values: tuple[float, ...] | None
+    curve: tuple[Mapping[str, Any], ...]
+    budget: int  # the study's full training length in epochs (--budget)
+
+    @classmethod
+    def from_trial(cls, trial: FrozenTrial, *, budget: int) -> TrialView | None:
+        """None for a trial without a ``candidate`` user attribute (not an rs-search trial)."""
+        from rs_search.errors import SpecError
+
+        raw = trial.user_attrs.get("candidate")
+        if not isinstance(raw, Mapping):
+            return None
+        try:
+            candidate = Candidate.from_dict(raw)
+        except SpecError:
+            return None
+        curve = trial.user_attrs.get("curve") or []
+        values = tuple(float(v) for v in trial.values) if trial.values is not None else None
+        return cls(number=trial.number, candidate=candidate, values=values,
+                   curve=tuple(c for c in curve if isinstance(c, Mapping)), budget=budget)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Cost:
+    """Predicted or measured cost of an architecture; ``source`` says how it was obtained
+    ("latency cache (cpu-fp32)", "measured", "predicted: trial 3 x FLOPs ratio", ...)."""
+
+    latency_ms: float | None = None
+    memory_mb: float | None = None
+    params_m: float | None = None
+    source: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Proposal:
+    """A candidate the rules suggest, why, and from which trial."""
+
+    candidate: Candidate
+    rule: str  # "depth" | "width"
+    reason: str
+    source_trial: int
+    cost: Cost | None = None
+
+    @property
+    def origin(self) -> str:
+        return f"rule:{self.rule}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Dropped:
+    proposal: Proposal
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProposalSet:
+    proposals: tuple[Proposal, ...] = ()
+    dropped: tuple[Dropped, ...] = ()
+    skipped: tuple[str, ...] = ()  # sources that gave no proposal, in words
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleSettings:
+    """Thresholds and ladders of the rules; every one is a parameter (defaults: the paper's).
+
+    ``space``: the study's search space. When given, its own value grids are preferred for the
+    next layout, width and resolution, and recipe values the rules set are fitted to what the
+    space allows (see :func:`fit_recipe`), so a proposal can run as ordinary trial parameters
+    whenever the space has room for it.
+    """
+
+    gap_points: float = 5.0  # train/val top-1 gap that counts as overfitting
+    window: int = 3  # epochs over which a rising val loss counts
+    long_budget_epochs: int = 350  # the paper's long regime (10 / 100 / 350 epochs)
+    min_regularizers: int = 3
+    weight_decay_regularized: float = WEIGHT_DECAY_REGULARIZED
+    weight_decay_plain: float = WEIGHT_DECAY_PLAIN
+    depth_ladder: tuple[tuple[int, ...], ...] = DEPTH_LADDER
+    width_grid: tuple[float, ...] = WIDTH_GRID
+    space: SearchSpace | None = field(default=None, compare=False)
+
+    def space_values(self, name: str) -> tuple[Any, ...]:
+        """The finite values the space searches for ``name`` (empty when fixed, continuous or
+        no space)."""
+        if self.space is None:
+            return ()
+        try:
+            param = self.space.param(name)
+        except KeyError:
+            return ()
+        values = param.domain.values()
+        return tuple(values) if values is not None and param.searched else ()
+
+    def next_layout(self, layout: Sequence[int]) -> tuple[int, ...] | None:
+        from rs_search.specs import layout_for
+
+        in_space = [layout_for(v) for v in self.space_values("arch.depth")]
+        return next_layout(layout, in_space) or next_layout(layout, self.depth_ladder)
+
+    def next_width(self, width: float) -> float | None:
+        in_space = [float(v) for v in self.space_values("arch.width")]
+        return next_width(width, in_space) or next_width(width, self.width_grid)
+
+    def resolution_grid(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.space_values("arch.resolution"))
+
+
+_LOG_SCALE = ("weight_decay", "lr_per_256")
+
+
+def _distance(name: str, value: Any, want: Any, *, up: bool) -> tuple[float, int]:
+    """Sort key for the option nearest ``want``; on a tie the one on the side the rule moved."""
+    if name in _LOG_SCALE and value > 0 and want > 0:
+        d = abs(math.log(value) - math.log(want))
+    else:
+        d = abs(value - want)
+    return (round(d, 9), 0 if (value > want) == up else 1)
+
+
+def fit_recipe(
+    recipe: RecipeSpec, source: RecipeSpec, space: SearchSpace | None
+) -> tuple[RecipeSpec, list[str]]:
+    """Recipe values the rules changed, fitted to what ``space`` allows: a fixed value stays,
+    a choice takes the nearest option (log scale for weight decay and LR; a tie goes the way the
+    rule moved), a range clamps and snaps to its step. Returns the recipe and notes in words."""
+    if space is None:
+        return recipe, []
+    from rs_search.space import Choice, Fixed, FloatRange, IntRange
+
+    notes: list[str] = []
+    updates: dict[str, Any] = {}
+    for name in ("dropout", "stochastic_depth", "randaug_magnitude", "weight_decay"):
+        want, was = getattr(recipe, name), getattr(source, name)
+        if want == was:
+            continue
+        try:
+            domain = space.param(f"recipe.{name}").domain
+        except KeyError:
+            continue
+        if domain.contains(want):
+            continue
+        got: Any
+        if isinstance(domain, Fixed):
+            got = domain.value
+        elif isinstance(domain, Choice):
+            got = min(domain.choices, key=lambda v: _distance(name, v, want, up=want > was))
+        elif isinstance(domain, IntRange | FloatRange):
+            low, high = domain.low, domain.high
+            got = min(max(want, low), high)
+            if domain.step:
+                got = low + round((got - low) / domain.step) * domain.step
+                got = int(got) if isinstance(domain, IntRange) else round(float(got), 10)
+        else:  # pragma: no cover - a new domain kind
+            continue
+        updates[name] = got
+        notes.append(f"{name.replace('_', ' ')} {want:g} is outside the space; {got:g} instead")
+    return dataclasses.replace(recipe, **updates), notes
+
+
+def choose_rule(view: TrialView, settings: RuleSettings) -> tuple[Rule, str]:
+    """Depth when the curve overfits or the budget is long, else width (Sec. 7.2, strategy 1)."""
+    reading = read_overfitting(view.curve, gap_points=settings.gap_points, window=settings.window)
+    if reading.overfit:
+        return "depth", reading.words
+    if view.budget >= settings.long_budget_epochs:
+        return "depth", (f"{view.budget}-epoch budget (long: >= {settings.long_budget_epochs}), "
+                         f"where overfitting can occur; {reading.words}")
+    return "width", (f"no overfitting ({reading.words}) at a {view.budget}-epoch budget "
+                     f"(short: < {settings.long_budget_epochs})")
+
+
+def scale_depth(view: TrialView, why: str, settings: RuleSettings) -> Proposal | None:
+    """Next layout on the ladder, resolution at most one step within the family bound,
+    regularization for the new size."""
+    arch, recipe = view.candidate.arch, view.candidate.recipe
+    layout = settings.next_layout(arch.layout)
+    if layout is None:
+        return None
+    resolution, res_words = next_resolution(arch.resolution, layout, settings.resolution_grid())
+    new_arch = dataclasses.replace(arch, layout=layout, resolution=resolution)
+    new_recipe, changes = _regularize(recipe, layout, resolution, settings)
+    reason = f"depth {arch.label}→{layout_label(layout)}: {why}; {res_words}"
+    if changes:
+        reason += "; " + ", ".join(changes)
+    return Proposal(candidate=Candidate(arch=new_arch, recipe=new_recipe), rule="depth",
+                    reason=reason, source_trial=view.number)
+
+
+def scale_width(view: TrialView, why: str, settings: RuleSettings) -> Proposal | None:
+    """Next width on the grid; depth and resolution unchanged (resolution only grows with depth)."""
+    arch, recipe = view.candidate.arch, view.candidate.recipe
+    width = settings.next_width(arch.width)
+    if width is None:
+        return None
+    new_arch = dataclasses.replace(arch, width=width)
+    new_recipe, changes = _regularize(recipe, arch.layout, arch.resolution, settings)
+    reason = f"width {arch.width:g}→{width:g}: {why}; resolution stays {arch.resolution}"
+    if changes:
+        reason += "; " + ", ".join(changes)
+    return Proposal(candidate=Candidate(arch=new_arch, recipe=new_recipe), rule="width",
+                    reason=reason, source_trial=view.number)
+
+
+# -- limits ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Limits:
+    """The study's hard limits (space ``constraints``); None: no limit."""
+
+    max_latency_ms: float | None = None
+    max_memory_mb: float | None = None
+    max_params_m: float | None = None
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any] | None) -> Limits:
+        data = data or {}
+        return cls(**{k: (None if data.get(k) is None else float(data[k]))
+                      for k in ("max_latency_ms", "max_memory_mb", "max_params_m")})
+
+    @property
+    def any(self) -> bool:
+        return any(v is not None for v in (self.max_latency_ms, self.max_memory_mb,
+                                           self.max_params_m))
+
+
+CostFn = Callable[[Proposal], Cost]
+
+
+def broken_limits(cost: Cost, limits: Limits) -> list[str]:
+    """Each limit ``cost`` breaks, in words; a cost left unknown breaks nothing."""
+    checks = (("latency", cost.latency_ms, limits.max_latency_ms, "ms", "max_latency_ms"),
+              ("peak memory", cost.memory_mb, limits.max_memory_mb, "MB", "max_memory_mb"),
+              ("parameters", cost.params_m, limits.max_params_m, "M", "max_params_m"))
+    out = []
+    for what, value, limit, unit, key in checks:
+        if value is not None and limit is not None and value > limit:
+            out.append(f"{what} {value:.4g} {unit} > {key} {limit:g}")
+    return out
+
+
+def apply_limits(
+    proposals: Iterable[Proposal], limits: Limits, cost_fn: CostFn | None
+) -> tuple[list[Proposal], list[Dropped]]:
+    """Attach each proposal's cost and drop those breaking a limit, with the reason.
+
+    ``cost_fn`` is the caller's (latency cache, a measurement or a prediction; Sec. 7.4: FLOPs
+    do not predict latency, so the caller decides). Without it proposals pass unchecked.
+    """
+    kept: list[Proposal] = []
+    dropped: list[Dropped] = []
+    for proposal in proposals:
+        if cost_fn is None:
+            kept.append(proposal)
+            continue
+        cost = cost_fn(proposal)
+        proposal = dataclasses.replace(proposal, cost=cost)
+        broken = broken_limits(cost, limits)
+        if broken:
+            source = f" ({cost.source})" if cost.source else ""
+            dropped.append(Dropped(proposal=proposal, reason="; ".join(broken) + source))
+        else:
+            kept.append(proposal)
+    return kept, dropped
+
+
+# -- the entry points --------------------------------------------------------------------------
+
+
+def propose(
+    views: Sequence[TrialView],
+    *,
+    n: int = 1,
+    settings: RuleSettings | None = None,
+    limits: Limits | None = None,
+    cost_fn: CostFn | None = None,
+    existing: Mapping[str, int] | None = None,
+) -> ProposalSet:
+    """Up to ``n`` proposals from ``views`` (best first: the caller orders the Pareto front).
+
+    One proposal per source trial, the rule chosen by :func:`choose_rule`. A proposal whose
+    candidate key is in ``existing`` (key -> trial number) or was already proposed is skipped;
+    one that breaks ``limits`` is dropped with the reason.
+    """
+    settings = settings or RuleSettings()
+    limits = limits or Limits()
+    existing = existing or {}
+    seen: set[str] = set()
+    proposals: list[Proposal] = []
+    dropped: list[Dropped] = []
+    skipped: list[str] = []
+    for view in views:
+        if len(proposals) >= n:
+            break
+        rule, why = choose_rule(view, settings)
+        made = (scale_depth if rule == "depth" else scale_width)(view, why, settings)
+        if made is None:
+            top = view.candidate.arch.label if rule == "depth" else f"{view.candidate.arch.width:g}"
+            skipped.append(f"trial {view.number}: {rule} {top} is the top of the ladder ({why})")
+            continue
+        key = made.candidate.key()
+        step = made.reason.split(":", 1)[0]
+        if key in existing:
+            skipped.append(f"trial {view.number}: {step} is already trial {existing[key]}")
+            continue
+        if key in seen:
+            skipped.append(f"trial {view.number}: {step} was already proposed")
+            continue
+        seen.add(key)
+        kept, gone = apply_limits([made], limits, cost_fn)
+        proposals.extend(kept)
+        dropped.extend(gone)
+    return ProposalSet(proposals=tuple(proposals), dropped=tuple(dropped), skipped=tuple(skipped))
+
+
+def scaled_family(
+    view: TrialView,
+    steps: int,
+    *,
+    rule: Rule | Literal["auto"] = "depth",
+    settings: RuleSettings | None = None,
+) -> tuple[list[Proposal], str | None]:
+    """``steps`` configs grown from one trial the way RS-50 grows to RS-420: each a depth step
+    (with at most one resolution step and the regularization of its size), or width steps.
+
+    ``rule="auto"`` picks the rule from the trial's curve and the budget once. Returns the
+    family and, when the ladder ends before ``steps``, why it stopped.
+    """
+    settings = settings or RuleSettings()
+    if steps < 1:
+        raise ValueError(f"steps {steps}: at least 1")
+    if rule == "auto":
+        rule, why = choose_rule(view, settings)
+    else:
+        why = f"family step ({rule} scaling)"
+    family: list[Proposal] = []
+    current = view
+    for i in range(steps):
+        step_why = why if i == 0 else f"family step {i + 1}"
+        made = (scale_depth if rule == "depth" else scale_width)(current, step_why, settings)
+        if made is None:
+            return family, f"stopped after {i} step(s): the {rule} ladder ends"
+        made = dataclasses.replace(made, source_trial=view.number)
+        family.append(made)
+        current = dataclasses.replace(current, candidate=made.candidate)
+    return family, None
