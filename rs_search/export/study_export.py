@@ -1,0 +1,335 @@
+"""Export a study's Pareto-optimal trials: one YAML each, an index, optionally weights and ONNX.
+
+Each ``trial-N.yaml`` is a candidate file (top-level ``arch`` and ``recipe``; ``rs-search train
+--config`` and ``Candidate.from_yaml_file`` read it and ignore the other keys) that also records
+the trial's metrics, its latency per hardware profile, why it is on the front, and provenance
+(study, trial number, origin, data, budget, rs-search/torch/Optuna versions). ``index.csv`` and
+``index.json`` list the exported trials, best hypervolume contribution first.
+
+Everything is written into a staging directory and renamed into place at the end
+(``atomic.staged_directory``); a failure leaves ``--out`` as it was.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from rs_search.errors import RsSearchError
+from rs_search.export.atomic import staged_directory
+from rs_search.export.front import FrontEntry, exportable, front_entries
+from rs_search.specs import Candidate
+
+if TYPE_CHECKING:
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from rs_search.specs import ArchSpec
+
+__all__ = ["ExportReport", "LatencyLookup", "NoFinishedTrial", "export_study"]
+
+_DEFAULT_OBJECTIVES = ("accuracy", "latency", "memory")
+INDEX_COLUMNS = ("trial", "file", "arch_key", "candidate_key", "depth", "width", "resolution",
+                 "params_m", "gflops", "val_top1", "latency_ms", "memory_mb", "origin",
+                 "hypervolume_contribution", "weights", "onnx")
+
+# (arch, hardware profile name) -> latency figures for the YAML, or None when not measured.
+LatencyLookup = Callable[["ArchSpec", str], "Mapping[str, Any] | None"]
+
+
+class NoFinishedTrial(RsSearchError):
+    """The study has no complete, trained, feasible trial to export."""
+
+    exit_code = 2
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportReport:
+    out: Path
+    rows: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+
+
+def _study_objectives(study: optuna.Study) -> tuple[tuple[str, ...], tuple[str, ...], Any]:
+    """(objectives, directions, settings or None) from the stored rs-search settings, else from
+    the study's directions (accuracy, latency[, memory] in that order: the study contract)."""
+    from rs_search.search.settings import SettingsError, StudySettings
+
+    try:
+        settings = StudySettings.from_study_attrs(study.user_attrs, study_name=study.study_name)
+        return tuple(settings.objectives), tuple(settings.directions), settings
+    except SettingsError:
+        directions = tuple(d.name.lower() for d in study.directions)
+        return _DEFAULT_OBJECTIVES[: len(directions)], directions, None
+
+
+def _origin(trial: FrozenTrial) -> str:
+    origin = trial.user_attrs.get("origin")
+    if origin:
+        return str(origin)
+    seed = trial.user_attrs.get("seed_name")
+    return f"seed:{seed}" if seed else "sampler"
+
+
+def _versions() -> dict[str, str]:
+    import optuna
+    import torch
+
+    from rs_search import __version__
+
+    return {"rs_search": __version__, "torch": str(torch.__version__), "optuna": optuna.__version__}
+
+
+def _metrics(trial: FrozenTrial, candidate: Candidate, objectives: Sequence[str],
+             values: Sequence[float]) -> dict[str, Any]:
+    from rs_search.models.complexity import count_flops, count_params
+
+    out: dict[str, Any] = {name: float(v) for name, v in zip(objectives, values, strict=True)}
+    curve = trial.user_attrs.get("curve") or []
+    if curve and isinstance(curve[-1], Mapping):
+        last = curve[-1]
+        out["epochs_trained"] = int(last.get("epoch", len(curve)))
+        for key in ("val_top1", "val_top1_raw", "train_top1", "val_loss", "train_loss"):
+            if isinstance(last.get(key), int | float):
+                out[key] = float(last[key])
+    out["params_m"] = round(count_params(candidate.arch) / 1e6, 4)
+    out["gflops"] = round(count_flops(candidate.arch) / 1e9, 4)
+    return out
+
+
+def _study_latency(trial: FrozenTrial, objectives: Sequence[str], values: Sequence[float],
+                   target: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+    """The target profile's figures the worker measured for this trial."""
+    attrs = trial.user_attrs
+    name = attrs.get("latency_profile") or (target or {}).get("name")
+    median = attrs.get("latency_ms")
+    if median is None and "latency" in objectives:
+        median = values[list(objectives).index("latency")]
+    if not name or median is None:
+        return None
+    figures: dict[str, Any] = {"median_ms": float(median)}
+    if attrs.get("latency_p90_ms") is not None:
+        figures["p90_ms"] = float(attrs["latency_p90_ms"])
+    if attrs.get("memory_mb") is not None:
+        figures["peak_memory_mb"] = float(attrs["memory_mb"])
+    if target:
+        figures["batch_size"] = target.get("batch_size")
+        figures["dtype"] = target.get("dtype")
+    figures["source"] = "study target (measured by the search)"
+    return str(name), figures
+
+
+def export_study(
+    study: optuna.Study,
+    *,
+    out: Path,
+    storage_display: str = "",
+    hardware: Sequence[str] = (),
+    latency_lookup: LatencyLookup | None = None,
+    weights: bool = False,
+    onnx: bool = False,
+    artifacts: str | None = None,
+    overwrite: bool = False,
+) -> ExportReport:
+    """Write the exportable Pareto front of ``study`` to ``out`` (see the module docstring).
+
+    ``hardware``: extra profile names whose cached latency is recorded (through
+    ``latency_lookup``). ``artifacts``: the checkpoint root the workers used (default: the one in
+    the study settings). Raises ``NoFinishedTrial`` (exit 2) when nothing can be exported.
+    """
+    objectives, directions, settings = _study_objectives(study)
+    trials = study.get_trials(deepcopy=False)
+    entries = front_entries(trials, objectives, directions)
+    if not entries:
+        from optuna.trial import TrialState
+
+        complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+        why = (f"{complete} complete trial(s), none trained and feasible" if complete
+               else f"{len(trials)} trial(s), none complete")
+        raise NoFinishedTrial(f"study {study.study_name!r} has no finished trial to export ({why})")
+    if onnx:
+        from rs_search.export.onnx_export import require_onnx
+
+        require_onnx()
+    artifacts = artifacts or (settings.artifacts if settings is not None else None)
+    exportable_count = sum(1 for t in trials if exportable(t))
+    versions = _versions()
+    exported_at = datetime.now(UTC).isoformat(timespec="seconds")
+    notes: list[str] = []
+    rows: list[dict[str, Any]] = []
+    with staged_directory(out, overwrite=overwrite) as stage:
+        for entry in entries:
+            doc, row = _document(study, entry, objectives=objectives, directions=directions,
+                                 settings=settings, storage_display=storage_display,
+                                 hardware=hardware, latency_lookup=latency_lookup,
+                                 versions=versions, exported_at=exported_at,
+                                 front_size=len(entries), exportable_count=exportable_count)
+            number = entry.trial.number
+            files: dict[str, Any] = {}
+            state = None
+            if weights or onnx:
+                state, ckpt_note = _checkpoint(entry.trial, study.study_name, artifacts,
+                                               required=weights)
+                if ckpt_note:
+                    notes.append(ckpt_note)
+            if weights and state is not None:
+                source, loaded = state
+                name = f"trial-{number}.pt"
+                shutil.copy2(source, stage / name)
+                has_ema = isinstance(loaded.get("ema"), Mapping)
+                files["weights"] = {"file": name, "copied_from": str(source),
+                                    "evaluated_with": "ema" if has_ema else "model"}
+            if onnx:
+                files["onnx"] = _onnx(stage, number, Candidate.from_dict(doc), state)
+            doc["files"] = files
+            row["weights"] = files.get("weights", {}).get("file", "")
+            row["onnx"] = files.get("onnx", {}).get("file", "")
+            text = (f"# rs-search export: trial {number} of study {study.study_name!r}.\n"
+                    f"# Train it again: rs-search train --config trial-{number}.yaml --data DATA\n"
+                    + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+            (stage / row["file"]).write_text(text)
+            rows.append(row)
+        _write_index(stage, rows)
+    return ExportReport(out=out, rows=rows, notes=notes)
+
+
+def _document(
+    study: optuna.Study,
+    entry: FrontEntry,
+    *,
+    objectives: Sequence[str],
+    directions: Sequence[str],
+    settings: Any,
+    storage_display: str,
+    hardware: Sequence[str],
+    latency_lookup: LatencyLookup | None,
+    versions: Mapping[str, str],
+    exported_at: str,
+    front_size: int,
+    exportable_count: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    trial = entry.trial
+    candidate = Candidate.from_dict(trial.user_attrs["candidate"], where=f"trial {trial.number}")
+    metrics = _metrics(trial, candidate, objectives, entry.values)
+    latency: dict[str, Any] = {}
+    target = dict(settings.target) if settings is not None else None
+    measured = _study_latency(trial, objectives, entry.values, target)
+    if measured is not None:
+        latency[measured[0]] = measured[1]
+    for name in hardware:
+        if name in latency:
+            continue
+        found = latency_lookup(candidate.arch, name) if latency_lookup is not None else None
+        latency[name] = dict(found) if found is not None else {
+            "status": "not measured",
+            "hint": f"rs-search latency measure --hardware {name} (then export again)"}
+    origin = _origin(trial)
+    provenance: dict[str, Any] = {
+        "study": study.study_name,
+        "storage": storage_display,
+        "trial": trial.number,
+        "origin": origin,
+    }
+    if trial.user_attrs.get("reason"):
+        provenance["origin_reason"] = trial.user_attrs["reason"]
+    if trial.user_attrs.get("source_trial") is not None:
+        provenance["source_trial"] = trial.user_attrs["source_trial"]
+    if settings is not None:
+        provenance.update({"data": settings.data, "budget_epochs": settings.budget_epochs,
+                           "space_fingerprint": settings.space_fingerprint})
+    provenance.update({"finished_at": trial.datetime_complete.isoformat(timespec="seconds")
+                       if trial.datetime_complete else None,
+                       "exported_at": exported_at, "versions": dict(versions)})
+    doc: dict[str, Any] = {
+        "arch": candidate.arch.to_dict(),
+        "recipe": candidate.recipe.to_dict(),
+        "arch_key": candidate.arch.key(),
+        "candidate_key": candidate.key(),
+        "metrics": metrics,
+        "latency": latency,
+        "pareto": {
+            "rank": 0,
+            "reason": entry.reason,
+            "objectives": {o: d for o, d in zip(objectives, directions, strict=True)},
+            "front_size": front_size,
+            "exportable_trials": exportable_count,
+            "hypervolume_contribution": round(entry.hypervolume_contribution, 6),
+        },
+        "provenance": provenance,
+    }
+    value = dict(zip(objectives, entry.values, strict=True))
+    row = {
+        "trial": trial.number,
+        "file": f"trial-{trial.number}.yaml",
+        "arch_key": candidate.arch.key(),
+        "candidate_key": candidate.key(),
+        "depth": candidate.arch.label,
+        "width": candidate.arch.width,
+        "resolution": candidate.arch.resolution,
+        "params_m": metrics["params_m"],
+        "gflops": metrics["gflops"],
+        "val_top1": value.get("accuracy"),
+        "latency_ms": value.get("latency"),
+        "memory_mb": value.get("memory"),
+        "origin": origin,
+        "hypervolume_contribution": round(entry.hypervolume_contribution, 6),
+    }
+    return doc, row
+
+
+def _checkpoint(trial: FrozenTrial, study_name: str, artifacts: str | None, *,
+                required: bool) -> tuple[tuple[Path, dict[str, Any]] | None, str | None]:
+    """((path, state) of the trial's final checkpoint, note) — with ``required``, a missing one
+    is an error."""
+    import torch
+
+    from rs_search.export.weights import final_checkpoint, trial_checkpoint_dir
+
+    folder = (trial_checkpoint_dir(trial, study_name=study_name, artifacts=artifacts)
+              if artifacts else None)
+    curve = trial.user_attrs.get("curve") or []
+    epochs = int(curve[-1]["epoch"]) if curve and isinstance(curve[-1], Mapping) else None
+    path = final_checkpoint(folder, epochs=epochs) if folder is not None else None
+    if path is None:
+        where = str(folder) if folder is not None else "(the study names no artifacts root)"
+        message = (f"trial {trial.number}: no final checkpoint in {where}; pass --artifacts with "
+                   "the directory the workers used")
+        if required:
+            raise RsSearchError(message)
+        return None, message + " (ONNX exported with initial weights)"
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return (path, state), None
+
+
+def _onnx(stage: Path, number: int, candidate: Candidate,
+          state: tuple[Path, dict[str, Any]] | None) -> dict[str, Any]:
+    from rs_search.export.onnx_export import export_onnx
+    from rs_search.export.weights import eval_state_dict
+
+    name = f"trial-{number}.onnx"
+    weights = eval_state_dict(state[1]) if state is not None else None
+    check = export_onnx(candidate, stage / name, state_dict=weights)
+    return {"file": name, "opset": check.opset, "input": "images (N, C, H, W) float32",
+            "output": "logits", "weights": "checkpoint (EMA when trained with one)"
+            if weights is not None else "initial (no checkpoint found)",
+            "max_abs_diff_vs_pytorch": check.max_abs_diff, "onnx": check.onnx_version,
+            "onnxruntime": check.onnxruntime_version}
+
+
+def _write_index(stage: Path, rows: list[dict[str, Any]]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(INDEX_COLUMNS), extrasaction="ignore")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in INDEX_COLUMNS})
+    (stage / "index.csv").write_text(buffer.getvalue())
+    (stage / "index.json").write_text(json.dumps({"trials": rows}, indent=2) + "\n")
