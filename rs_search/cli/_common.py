@@ -1,0 +1,79 @@
+"""Helpers shared by the CLI modules: one console per stream, tables, atomic file writes."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rs_search.errors import RsSearchError
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def print_table(
+    title: str | None,
+    columns: Sequence[str],
+    rows: Iterable[Sequence[object]],
+    *,
+    right: Sequence[str] = (),
+) -> None:
+    """Print a rich table; ``right`` names the columns to right-align (numbers)."""
+    table = Table(title=title, title_justify="left", show_lines=False)
+    cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
+    for i, name in enumerate(columns):
+        # never break a value; a header breaks at spaces, and inside a word only past 8 characters
+        widest = max(
+            [min(8, len(w)) for w in name.split()] + [len(row[i]) for row in cells if i < len(row)]
+        )
+        table.add_column(name, justify="right" if name in right else "left", min_width=widest)
+    for row in cells:
+        table.add_row(*row)
+    console.print(table)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a
+    reader never sees half a file and a failed write leaves nothing behind."""
+    folder = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise RsSearchError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise RsSearchError(f"{path}: cannot write ({exc.strerror or exc})") from None
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fmt_millions(count: int) -> str:
+    return f"{count / 1e6:.2f}"
+
+
+def fmt_giga(count: int) -> str:
+    return f"{count / 1e9:.3g}"
+
+
+def fmt_flops(count: int) -> str:
+    """``511 G`` / ``113 M``: three significant digits in the unit that keeps them readable."""
+    return f"{count / 1e9:.3g} G" if count >= 1e9 else f"{count / 1e6:.3g} M"
