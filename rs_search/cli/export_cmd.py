@@ -50,13 +50,16 @@ def export(
     from rs_search.storage.url import mask_url
 
     opened = open_study(study, storage)
+    cache = None
     try:
-        lookup = _latency_lookup(opened.url.render_as_string(hide_password=False), opened.study,
-                                 hardware or [])
+        lookup, cache = _latency_lookup(opened.url.render_as_string(hide_password=False),
+                                        opened.study, hardware or [])
         report = export_study(opened.study, out=out, storage_display=mask_url(opened.url),
                               hardware=hardware or [], latency_lookup=lookup, weights=weights,
                               onnx=onnx, artifacts=artifacts, overwrite=overwrite)
     finally:
+        if cache is not None:
+            cache.close()
         opened.storage.engine.dispose()
     for note in report.notes:
         err_console.print(f"note: {note}", soft_wrap=True)
@@ -74,27 +77,24 @@ def _num(value: Any) -> str:
     return "?" if value is None else f"{float(value):.4g}"
 
 
-def _latency_lookup(storage_url: str, study: Any, names: list[str]) -> Any:
-    """(arch, profile name) -> cached figures, for ``--hardware`` names; profiles resolve first so
-    an unknown name fails before anything is written."""
+def _latency_lookup(storage_url: str, study: Any, names: list[str]) -> tuple[Any, Any]:
+    """((arch, profile name) -> cached figures, the cache to close) for ``--hardware`` names;
+    profiles resolve first so an unknown name fails before anything is written."""
     if not names:
-        return None
-    from rs_search.latency import get_profile
-    from rs_search.latency.profiles import HardwareProfile
+        return None, None
+    from rs_search.latency.profiles import HardwareProfile, get_profile
 
     extra: dict[str, HardwareProfile] = {}
     target = study.user_attrs.get("target")
     if isinstance(target, Mapping) and target.get("name"):
         extra[str(target["name"])] = HardwareProfile.from_dict(dict(target))
     profiles = {name: get_profile(name, extra=extra) for name in names}
-    try:
-        from rs_search.latency import LatencyCache
-    except ImportError:
-        return None
+    from rs_search.latency.cache import LatencyCache
+
     cache = LatencyCache(storage_url)
 
     def lookup(arch: ArchSpec, name: str) -> Mapping[str, Any] | None:
-        result = cache.get(arch, profiles[name])
+        result = cache.get(arch, profiles[name], any_device=True)
         if result is None:
             return None
         fields = ("status", "median_ms", "p90_ms", "peak_memory_mb", "batch_size", "device_name",
@@ -103,4 +103,4 @@ def _latency_lookup(storage_url: str, study: Any, names: list[str]) -> Any:
         figures["source"] = "latency cache"
         return {k: v for k, v in figures.items() if v is not None}
 
-    return lookup
+    return lookup, cache

@@ -148,7 +148,10 @@ def scale(
         costs = StudyCosts.for_study(opened.study, settings, [view],
                                      storage_url=opened.url.render_as_string(hide_password=False),
                                      measure=measure)
-        priced = [(p, costs(p)) for p in family]
+        try:
+            priced = [(p, costs(p)) for p in family]
+        finally:
+            costs.close()
     finally:
         opened.storage.engine.dispose()
     from rs_search.models.complexity import count_flops, count_params

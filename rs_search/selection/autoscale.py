@@ -139,15 +139,18 @@ class StudyCosts:
     def _open(self) -> None:
         if self._profile is not None or not self.target:
             return
-        from rs_search.latency import HardwareProfile
+        from rs_search.latency.profiles import HardwareProfile
 
         self._profile = HardwareProfile.from_dict(dict(self.target))
         if self.storage_url is not None:
-            try:
-                from rs_search.latency import LatencyCache
-            except ImportError:  # the cache has not landed in this tree
-                return
+            from rs_search.latency.cache import LatencyCache
+
             self._cache = LatencyCache(self.storage_url)
+
+    def close(self) -> None:
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
 
     def __call__(self, proposal: Proposal) -> Cost:
         from rs_search.models.complexity import count_flops, count_params
@@ -156,8 +159,10 @@ class StudyCosts:
         params_m = count_params(arch) / 1e6
         self._open()
         if self._cache is not None and self._profile is not None:
+            # A figure from any device of this profile counts: a latency worker on the
+            # deployment hardware may have filled the table for a study training elsewhere.
             result = (self._cache.get_or_measure(arch, self._profile) if self.measure
-                      else self._cache.get(arch, self._profile))
+                      else self._cache.get(arch, self._profile, any_device=True))
             if result is not None and getattr(result, "status", "ok") == "ok":
                 how = "measured" if self.measure else "latency cache"
                 return Cost(latency_ms=float(result.median_ms),
@@ -223,9 +228,13 @@ def propose_for_study(
     rules = rules or RuleSettings(space=space)
     views = study_views(study, settings)
     costs = StudyCosts.for_study(study, settings, views, storage_url=storage_url, measure=measure)
-    return propose(views, n=n, settings=rules, limits=Limits.from_mapping(settings.constraints),
-                   cost_fn=costs, existing=existing_keys(study),
-                   accept=space_refusal(space) if runnable_only else None)
+    try:
+        return propose(views, n=n, settings=rules,
+                       limits=Limits.from_mapping(settings.constraints), cost_fn=costs,
+                       existing=existing_keys(study),
+                       accept=space_refusal(space) if runnable_only else None)
+    finally:
+        costs.close()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -306,36 +306,54 @@ def weight_decay_for(
     on = active_regularizers(recipe)
     if len(on) >= min_regularizers:
         return regularized, f"{', '.join(on)} on"
-    return plain, f"only {len(on)} other regularizer(s) on" if on else "no other regularizer on"
+    if not on:
+        return plain, "no other regularizer on"
+    return plain, f"only {', '.join(on)} on, fewer than {min_regularizers} regularizers"
+
+
+_WORDS = {"dropout": "dropout", "stochastic_depth": "stochastic depth",
+          "randaug_magnitude": "RandAugment magnitude", "weight_decay": "weight decay"}
 
 
 def _regularize(
     recipe: RecipeSpec, layout: Sequence[int], resolution: int, settings: RuleSettings
 ) -> tuple[RecipeSpec, list[str]]:
     """Regularization follows size: never below the source's, raised to the published recipe's
-    values for the new size; then the weight-decay rule. Returns the recipe and what changed."""
+    values for the new size; then the weight-decay rule on the result. Each value is fitted to
+    the study's space (:func:`fit_recipe`). Returns the recipe and what changed, in words."""
     source = recipe
-    changes: list[str] = []
-    updates: dict[str, Any] = {}
+    wanted: dict[str, Any] = {}
     published = published_regularization(layout, resolution)
     if published is not None:
-        for name, words in (("dropout", "dropout"), ("stochastic_depth", "stochastic depth"),
-                            ("randaug_magnitude", "RandAugment magnitude")):
-            old, new = getattr(recipe, name), getattr(published, name)
+        for name in ("dropout", "stochastic_depth", "randaug_magnitude"):
             if name == "randaug_magnitude" and recipe.randaug_layers == 0:
                 continue  # RandAugment is off in this recipe; the rule does not turn it on
-            if new > old:
-                updates[name] = new
-                changes.append(f"{words} {old:g}→{new:g}")
-    recipe = dataclasses.replace(recipe, **updates)
+            if getattr(published, name) > getattr(recipe, name):
+                wanted[name] = getattr(published, name)
+    recipe, fitted = fit_recipe(dataclasses.replace(recipe, **wanted), source, settings.space)
     wd, why = weight_decay_for(recipe, min_regularizers=settings.min_regularizers,
                                regularized=settings.weight_decay_regularized,
                                plain=settings.weight_decay_plain)
+    whys = {"weight_decay": why}
     if not math.isclose(wd, recipe.weight_decay, rel_tol=1e-9):
-        changes.append(f"weight decay {recipe.weight_decay:g}→{wd:g} ({why})")
-        recipe = dataclasses.replace(recipe, weight_decay=wd)
-    fitted, notes = fit_recipe(recipe, source, settings.space)
-    return fitted, changes + notes
+        wanted["weight_decay"] = wd
+        before = recipe
+        recipe, fitted_wd = fit_recipe(dataclasses.replace(recipe, weight_decay=wd), before,
+                                       settings.space)
+        fitted.update(fitted_wd)
+    changes: list[str] = []
+    for name, want in wanted.items():
+        old, got = getattr(source, name), getattr(recipe, name)
+        words = _WORDS[name]
+        because = [whys[name]] if name in whys else []
+        if name in fitted:
+            because.append(f"the rule says {want:g}, the nearest the space allows is {got:g}")
+        note = f" ({'; '.join(because)})" if because else ""
+        if got == old:
+            changes.append(f"{words} stays {old:g}{note}")
+        else:
+            changes.append(f"{words} {old:g}→{got:g}{note}")
+    return recipe, changes
 
 
 # -- trials and proposals ----------------------------------------------------------------------
@@ -468,15 +486,16 @@ def _distance(name: str, value: Any, want: Any, *, up: bool) -> tuple[float, int
 
 def fit_recipe(
     recipe: RecipeSpec, source: RecipeSpec, space: SearchSpace | None
-) -> tuple[RecipeSpec, list[str]]:
-    """Recipe values the rules changed, fitted to what ``space`` allows: a fixed value stays,
-    a choice takes the nearest option (log scale for weight decay and LR; a tie goes the way the
-    rule moved), a range clamps and snaps to its step. Returns the recipe and notes in words."""
+) -> tuple[RecipeSpec, dict[str, Any]]:
+    """Recipe values the rules changed (against ``source``), fitted to what ``space`` allows: a
+    fixed value stays, a choice takes the nearest option (log scale for weight decay and LR; a
+    tie goes the way the rule moved), a range clamps and snaps to its step. Returns the recipe
+    and the fields that had to move (name -> the value the rule wanted)."""
     if space is None:
-        return recipe, []
+        return recipe, {}
     from rs_search.space import Choice, Fixed, FloatRange, IntRange
 
-    notes: list[str] = []
+    moved: dict[str, Any] = {}
     updates: dict[str, Any] = {}
     for name in ("dropout", "stochastic_depth", "randaug_magnitude", "weight_decay"):
         want, was = getattr(recipe, name), getattr(source, name)
@@ -502,8 +521,8 @@ def fit_recipe(
         else:  # pragma: no cover - a new domain kind
             continue
         updates[name] = got
-        notes.append(f"{name.replace('_', ' ')} {want:g} is outside the space; {got:g} instead")
-    return dataclasses.replace(recipe, **updates), notes
+        moved[name] = want
+    return dataclasses.replace(recipe, **updates), moved
 
 
 def choose_rule(view: TrialView, settings: RuleSettings) -> tuple[Rule, str]:
