@@ -1,0 +1,212 @@
+"""``rs-search report``, ``rs-search dashboard`` and ``rs-search status``: look at a search.
+
+Thin: parse, call ``rs_search.reports``, print. Heavy imports (optuna, plotly, torch for FLOPs)
+happen inside the commands so that ``rs-search --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from datetime import datetime, timedelta
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
+import typer
+
+HELP_STORAGE = (
+    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
+    "sqlite:///rs-search.db in the working directory)."
+)
+
+StudyName = Annotated[str, typer.Option("--study", help="Study name.", show_default=False)]
+Storage = Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)]
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``report``, ``dashboard`` and ``status`` to ``app``."""
+    app.command("report")(report)
+    app.command("dashboard")(dashboard)
+    app.command("status")(status)
+
+
+def report(
+    study: StudyName,
+    storage: Storage = None,
+    out: Annotated[
+        Path, typer.Option("--out", help="HTML file to write (self-contained, opens offline).")
+    ] = Path("report.html"),
+    png: Annotated[
+        Path | None,
+        typer.Option(
+            "--png",
+            help="Also write each figure as DIR/<figure>.png (needs Chromium).",
+            metavar="DIR",
+        ),
+    ] = None,
+) -> None:
+    """Write the study's figures (Pareto front, hypervolume against compute, FLOPs vs latency,
+    scaling curves, learning curves, the selector's proposals) into one HTML file."""
+    from rs_search.cli._common import console
+    from rs_search.reports.png import write_pngs
+    from rs_search.reports.report import render_html, study_sections, write_atomic
+    from rs_search.reports.source import open_study
+
+    opened = open_study(study, storage)
+    try:
+        info, records, sections = study_sections(opened.study)
+    finally:
+        opened.storage.engine.dispose()
+    path = write_atomic(out, render_html(info, records, sections))
+    size_mb = path.stat().st_size / 1e6
+    console.print(
+        f"report: {path} ({len(sections)} figures, {len(records)} trials, {size_mb:.1f} MB)",
+        soft_wrap=True,
+    )
+    if png is not None:
+        paths = write_pngs(sections, png)
+        console.print(f"figures: {len(paths)} PNG files in {png}", soft_wrap=True)
+
+
+def dashboard(
+    storage: Storage = None,
+    host: Annotated[
+        str,
+        typer.Option(
+            "--host",
+            help="Address to bind; the dashboard has no "
+            "authentication, so loopback unless you mean it.",
+        ),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port to listen on.")] = 8080,
+) -> None:
+    """Serve optuna-dashboard on the study storage until Ctrl-C (SIGINT) or SIGTERM."""
+    from rs_search.cli._common import console, err_console
+    from rs_search.reports.dashboard import LOOPBACK, serve
+    from rs_search.storage.url import mask_url, resolve_storage_url
+
+    url = resolve_storage_url(storage)
+    stop = threading.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    if host not in LOOPBACK:
+        err_console.print(
+            f"warning: serving on {host}, reachable from other machines; "
+            "optuna-dashboard has no authentication"
+        )
+
+    def ready(address: str) -> None:
+        console.print(
+            f"optuna-dashboard for {mask_url(url)} at {address} (Ctrl-C to stop)", soft_wrap=True
+        )
+        sys.stdout.flush()
+
+    try:
+        serve(url, host=host, port=port, stop=stop, on_ready=ready)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    name = signal.Signals(received[0]).name if received else "stop"
+    console.print(f"dashboard stopped ({name})")
+
+
+def status(
+    study: StudyName,
+    storage: Storage = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object (for scripts).")
+    ] = False,
+) -> None:
+    """Trials by state, live workers (from heartbeats) and what each trains, compute used against
+    the budget, the current Pareto front and an ETA."""
+    from rs_search.reports.records import study_records
+    from rs_search.reports.source import open_study
+    from rs_search.reports.status import heartbeat_ages, study_status
+    from rs_search.reports.study_info import study_info
+    from rs_search.search.storage import count_states
+
+    opened = open_study(study, storage)
+    try:
+        records = study_records(opened.study)
+        info = study_info(opened.study)
+        ages = heartbeat_ages(opened.storage.engine, opened.study_id)
+        finished = count_states(opened.study)["finished"]
+    finally:
+        opened.storage.engine.dispose()
+    result = study_status(records, info, heartbeats=ages, now=datetime.now(), finished=finished)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2, default=str))
+        return
+    _print_status(result)
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "unknown"
+    return str(timedelta(seconds=int(seconds)))
+
+
+def _print_status(result: object) -> None:
+    from rs_search.cli._common import console, print_table
+    from rs_search.reports.status import StudyStatus
+
+    assert isinstance(result, StudyStatus)
+    states = ", ".join(f"{n} {s.lower()}" for s, n in result.states.items())
+    budget = f" of {result.trial_budget}" if result.trial_budget else ""
+    console.print(
+        f"study [bold]{result.study}[/] on {result.target}: {result.total} trials"
+        f"{budget} ({states})",
+        soft_wrap=True,
+    )
+    if result.epochs_budget:
+        console.print(
+            f"compute: {result.epochs_spent} of at most {result.epochs_budget} epochs "
+            f"({result.epochs_spent / result.epochs_budget:.0%}), "
+            f"{result.device_hours:.2f} device-hours"
+        )
+    else:
+        console.print(
+            f"compute: {result.epochs_spent} epochs, {result.device_hours:.2f} "
+            "device-hours (no trial budget recorded)"
+        )
+    console.print(
+        f"workers: {result.live_workers} live"
+        + (f", {result.stale_trials} stale trial(s)" if result.stale_trials else "")
+    )
+    if result.workers:
+        print_table(
+            None,
+            ["trial", "worker", "config", "epoch", "val top-1", "heartbeat", "live"],
+            [
+                (
+                    w.trial,
+                    w.worker or "?",
+                    w.config,
+                    f"{w.epoch}/{w.epochs or '?'}",
+                    f"{w.val_top1:.2f}" if w.val_top1 is not None else "–",
+                    f"{w.heartbeat_age_s:.0f}s ago" if w.heartbeat_age_s is not None else "none",
+                    "yes" if w.live else "no",
+                )
+                for w in result.workers
+            ],
+            right=("trial", "epoch", "val top-1"),
+        )
+    if result.front:
+        names = list(result.objectives)
+        print_table(
+            f"Pareto front ({len(result.front)} trials)",
+            ["trial", "config", *names],
+            [(f.trial, f.config, *(f"{v:.4g}" for v in f.values)) for f in result.front],
+            right=("trial", *names),
+        )
+    else:
+        console.print("front: no completed, feasible trial yet")
+    console.print(f"ETA: {_duration(result.eta_s)} ({result.eta_basis})")

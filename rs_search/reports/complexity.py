@@ -1,0 +1,153 @@
+"""Data step of "FLOPs vs latency" and "parameters vs memory": where proxies mislead.
+
+Scaling rule 3 of Bello et al. (2021, Sec. 7.2): FLOPs and parameter counts do not predict
+latency or memory on real hardware (ResNet-RS is 1.7-2.7x faster than EfficientNet at similar
+accuracy despite more FLOPs and parameters). The figure puts the proxy against the measurement,
+one point per architecture, with Spearman's rank correlation and the share of architecture pairs
+the proxy orders the wrong way.
+"""
+
+from __future__ import annotations
+
+import itertools
+import statistics
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from rs_search.reports.records import TrialRecord
+from rs_search.specs import ArchSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Correlation:
+    """A proxy (x) against a measurement (y), one point per distinct architecture."""
+
+    x_label: str
+    y_label: str
+    arch_keys: tuple[str, ...]
+    labels: tuple[str, ...]
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    spearman: float | None  # None with fewer than 3 architectures or a constant axis
+    discordant: float | None  # share of pairs ordered differently by x and y (ties excluded)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ComplexityData:
+    flops_latency: Correlation
+    params_memory: Correlation
+
+
+def complexity_data(
+    records: Sequence[TrialRecord],
+    *,
+    memory_by_arch: Mapping[str, float] | None = None,
+    flops: Callable[[ArchSpec], int] | None = None,
+    params: Callable[[ArchSpec], int] | None = None,
+) -> ComplexityData:
+    """Latency comes from the trial values or, for trials that did not complete (pruned, failed,
+    running: measured before training all the same), from the worker's ``latency_ms``; memory
+    from a third objective, the worker's ``memory_mb``, or ``memory_by_arch`` (arch key -> peak
+    memory MB, from the latency cache). ``flops``/``params`` default to
+    ``rs_search.models.complexity``."""
+    if flops is None or params is None:
+        from rs_search.models.complexity import count_flops, count_params
+
+        flops = flops or count_flops
+        params = params or count_params
+    latency: dict[str, list[float]] = {}
+    memory: dict[str, list[float]] = {}
+    archs: dict[str, ArchSpec] = {}
+    for record in records:
+        if record.arch is None:
+            continue
+        key = record.arch.key()
+        if record.latency_ms is not None or record.memory_mb is not None:
+            archs[key] = record.arch
+        if record.latency_ms is not None:
+            latency.setdefault(key, []).append(record.latency_ms)
+        if record.memory_mb is not None:
+            memory.setdefault(key, []).append(record.memory_mb)
+    for key, value in (memory_by_arch or {}).items():
+        if key in archs and key not in memory:
+            memory[key] = [value]
+    return ComplexityData(
+        flops_latency=_correlation(
+            "GFLOPs (forward, 1 image)",
+            "measured latency (ms)",
+            archs,
+            {k: statistics.median(v) for k, v in latency.items()},
+            lambda a: flops(a) / 1e9,
+        ),
+        params_memory=_correlation(
+            "parameters (M)",
+            "measured peak memory (MB)",
+            archs,
+            {k: statistics.median(v) for k, v in memory.items()},
+            lambda a: params(a) / 1e6,
+        ),
+    )
+
+
+def _correlation(
+    x_label: str,
+    y_label: str,
+    archs: Mapping[str, ArchSpec],
+    measured: Mapping[str, float],
+    proxy: Callable[[ArchSpec], float],
+) -> Correlation:
+    keys = sorted(measured, key=lambda k: (proxy(archs[k]), measured[k]))
+    xs = [float(proxy(archs[k])) for k in keys]
+    ys = [float(measured[k]) for k in keys]
+    return Correlation(
+        x_label=x_label,
+        y_label=y_label,
+        arch_keys=tuple(keys),
+        labels=tuple(f"{archs[k].label} w{archs[k].width:g} r{archs[k].resolution}" for k in keys),
+        x=tuple(xs),
+        y=tuple(ys),
+        spearman=spearman(xs, ys),
+        discordant=discordant_share(xs, ys),
+    )
+
+
+def _ranks(values: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n with ties given their average rank (the convention of Spearman's rho)."""
+    array = np.asarray(values, dtype=float)
+    order = np.argsort(array, kind="mergesort")
+    ranks = np.empty(len(array), dtype=float)
+    sorted_values = array[order]
+    i = 0
+    while i < len(array):
+        j = i
+        while j + 1 < len(array) and sorted_values[j + 1] == sorted_values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation: Pearson's r of the tie-averaged ranks."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman: {len(x)} x values but {len(y)} y values")
+    if len(x) < 3:
+        return None
+    rx, ry = _ranks(x), _ranks(y)
+    if rx.std() == 0 or ry.std() == 0:
+        return None
+    return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def discordant_share(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Share of pairs (i, j) with x_i < x_j but y_i > y_j or vice versa: how often picking the
+    smaller proxy picks the slower (or larger) model. Pairs tied on either axis are skipped."""
+    pairs = [
+        (a, b) for a, b in itertools.combinations(range(len(x)), 2) if x[a] != x[b] and y[a] != y[b]
+    ]
+    if not pairs:
+        return None
+    wrong = sum(1 for a, b in pairs if (x[a] < x[b]) != (y[a] < y[b]))
+    return wrong / len(pairs)

@@ -1,0 +1,119 @@
+"""Data steps of the learning curves (with the train/val gap) and of the selector's proposals.
+
+The train/val gap is what scaling rule 1 reads (Bello et al. 2021, Sec. 7.1): a widening gap at
+long training means overfitting, where depth scaling pays off and width scaling does not. The
+proposals table shows what the selector enqueued from those rules and why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from rs_search.reports.front import ranks
+from rs_search.reports.records import TrialRecord, curve_series
+
+#: ``origin`` of a trial the selector enqueued: ``rule:depth``, ``rule:width``
+#: (``rs_search.selection.scaling.Proposal.origin``).
+RULE_PREFIX = "rule:"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearningCurve:
+    number: int
+    label: str
+    state: str
+    on_front: bool
+    epochs: tuple[int, ...]
+    train_top1: tuple[float | None, ...]
+    val_top1: tuple[float | None, ...]
+    gap: tuple[float | None, ...]  # train top-1 minus val top-1, points
+    train_loss: tuple[float | None, ...]
+    val_loss: tuple[float | None, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LearningData:
+    curves: tuple[LearningCurve, ...]
+
+
+def learning_data(records: Sequence[TrialRecord], *, max_trials: int = 8) -> LearningData:
+    """Curves of the front trials first, then running trials, then the latest others, at most
+    ``max_trials`` (more lines than that cannot be told apart)."""
+    usable = [r for r in records if r.usable and r.values is not None]
+    front = {
+        r.number
+        for r, rank in zip(usable, ranks([r.values for r in usable if r.values]), strict=True)
+        if rank == 0
+    }
+    with_curve = [r for r in records if r.curve]
+    ordered = sorted(
+        with_curve,
+        key=lambda r: (r.number not in front, r.state != "RUNNING", -r.number),
+    )
+    curves = []
+    for record in ordered[:max_trials]:
+        train = curve_series(record, "train_top1")
+        val = curve_series(record, "val_top1")
+        epochs = [
+            int(e) if isinstance(e := row.get("epoch"), int) else i + 1
+            for i, row in enumerate(record.curve)
+        ]
+        curves.append(
+            LearningCurve(
+                number=record.number,
+                label=f"#{record.number} {record.label}",
+                state=record.state,
+                on_front=record.number in front,
+                epochs=tuple(epochs),
+                train_top1=tuple(train),
+                val_top1=tuple(val),
+                gap=tuple(
+                    t - v if t is not None and v is not None else None
+                    for t, v in zip(train, val, strict=True)
+                ),
+                train_loss=tuple(curve_series(record, "train_loss")),
+                val_loss=tuple(curve_series(record, "val_loss")),
+            )
+        )
+    return LearningData(curves=tuple(sorted(curves, key=lambda c: c.number)))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProposalRow:
+    number: int
+    state: str
+    rule: str  # "depth", "width"
+    source_trial: int | None
+    reason: str
+    config: str
+    top1: float | None
+    latency_ms: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProposalsData:
+    rows: tuple[ProposalRow, ...]
+
+
+def is_proposal(record: TrialRecord) -> bool:
+    """A trial the selector enqueued from a scaling rule (its ``origin`` names the rule)."""
+    return record.origin is not None and record.origin.startswith(RULE_PREFIX)
+
+
+def proposals_data(records: Sequence[TrialRecord]) -> ProposalsData:
+    rows = [
+        ProposalRow(
+            number=r.number,
+            state=r.state,
+            rule=(r.origin or "").removeprefix(RULE_PREFIX),
+            source_trial=r.source_trial,
+            reason=r.reason or "",
+            config=r.label,
+            top1=r.top1 if r.state == "COMPLETE" else None,
+            latency_ms=r.latency_ms if r.state == "COMPLETE" else None,
+        )
+        for r in records
+        if is_proposal(r)
+    ]
+    return ProposalsData(rows=tuple(rows))

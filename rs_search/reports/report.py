@@ -1,0 +1,166 @@
+"""The HTML report: every figure of the study in one self-contained file that opens offline.
+
+plotly.js is inlined once in the page head (about 4.7 MB), so the file needs no network and no
+server. The file is written to a temporary name beside the target and renamed into place, so a
+reader never sees half a report (DESIGN.md section 3, "Errors": nothing half-written).
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rs_search import __version__
+from rs_search.reports import figures
+from rs_search.reports.complexity import complexity_data
+from rs_search.reports.curves import learning_data, proposals_data
+from rs_search.reports.front import hypervolume_data, pareto_data
+from rs_search.reports.records import TrialRecord, study_records
+from rs_search.reports.scaling import scaling_data
+from rs_search.reports.study_info import StudyInfo, study_info
+
+if TYPE_CHECKING:
+    import optuna
+    import plotly.graph_objects as go
+
+
+@dataclass(frozen=True, kw_only=True)
+class Section:
+    key: str  # file stem of the PNG and id of the figure's div
+    title: str
+    note: str  # one paragraph: what to read from the figure
+    figure: go.Figure
+
+
+def build_sections(
+    records: Sequence[TrialRecord],
+    info: StudyInfo,
+    *,
+    other_profiles: Mapping[str, Mapping[str, float]] | None = None,
+    memory_by_arch: Mapping[str, float] | None = None,
+) -> list[Section]:
+    """Data steps then figure steps, one section per figure, in reading order."""
+    return [
+        Section(
+            key="pareto",
+            title="Pareto front",
+            note="Each point is a completed, trained, feasible trial; faded points are "
+            "dominated. Stars are the Pareto front, the configs rs-search export writes. "
+            "Hover for the full config.",
+            figure=figures.pareto_figure(
+                pareto_data(records, target=info.target, other_profiles=other_profiles)
+            ),
+        ),
+        Section(
+            key="hypervolume",
+            title="Hypervolume against compute",
+            note="How much of the accuracy/latency space the front covers, after each finished "
+            "trial, against the epochs and device-hours every trial (failed ones too) cost.",
+            figure=figures.hypervolume_figure(hypervolume_data(records)),
+        ),
+        Section(
+            key="complexity",
+            title="FLOPs and parameters against measurements",
+            note="Bello et al. (2021), Sec. 7.2: FLOPs do not predict latency and parameters do "
+            "not predict memory. A rank correlation well below 1 means the proxy would pick "
+            "the wrong model.",
+            figure=figures.complexity_figure(
+                complexity_data(records, memory_by_arch=memory_by_arch)
+            ),
+        ),
+        Section(
+            key="scaling",
+            title="Scaling curves",
+            note="Top-1 against FLOPs, one line per depth, width and resolution, one column per "
+            "training budget (Bello et al. 2021, Fig. 3): depth pays off in long training, "
+            "width in short training.",
+            figure=figures.scaling_figure(scaling_data(records, x_kind="flops")),
+        ),
+        Section(
+            key="learning",
+            title="Learning curves",
+            note="Train (dashed) and validation (solid) top-1 and their gap. A widening gap in "
+            "long training is where the selector scales depth rather than width.",
+            figure=figures.learning_figure(learning_data(records)),
+        ),
+        Section(
+            key="proposals",
+            title="Selector proposals",
+            note="Trials the selector enqueued from the paper's scaling rules, with its reason.",
+            figure=figures.proposals_figure(proposals_data(records)),
+        ),
+    ]
+
+
+def study_sections(study: optuna.Study) -> tuple[StudyInfo, list[TrialRecord], list[Section]]:
+    records = study_records(study)
+    info = study_info(study)
+    return info, records, build_sections(records, info)
+
+
+def render_html(
+    info: StudyInfo, records: Sequence[TrialRecord], sections: Sequence[Section]
+) -> str:
+    import plotly.offline
+
+    states = Counter(r.state for r in records)
+    summary = ", ".join(f"{n} {s.lower()}" for s, n in sorted(states.items())) or "no trials"
+    budget = (
+        f"{info.budget_epochs} epochs per trial" if info.budget_epochs else "budget not recorded"
+    )
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    body = []
+    for section in sections:
+        div = section.figure.to_html(
+            full_html=False,
+            include_plotlyjs=False,
+            div_id=f"fig-{section.key}",
+            config={"displaylogo": False, "responsive": True},
+        )
+        body.append(
+            f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>'
+            f"<p>{html.escape(section.note)}</p>{div}</section>"
+        )
+    toc = " · ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>rs-search report: {html.escape(info.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1280px;
+       padding: 1em 2em; color: #222; }}
+h1 {{ margin-bottom: .2em; }} section {{ margin: 2em 0; }} p {{ color: #555; max-width: 70em; }}
+.meta {{ color: #666; }} nav a {{ color: #2a5db0; }}
+</style>
+<script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>
+</head><body>
+<h1>Study {html.escape(info.name)}</h1>
+<p class="meta">Target hardware: {html.escape(info.target)} · {html.escape(budget)} ·
+objectives: {html.escape(", ".join(info.objectives))} · trials: {html.escape(summary)} ·
+generated {generated} by rs-search {__version__}</p>
+<nav>{toc}</nav>
+{"".join(body)}
+</body></html>
+"""
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,190 @@
+"""``rs-search status``: where a running search stands, as plain data (printed as text or JSON).
+
+Live workers come from Optuna's heartbeats: a worker runs its trial inside ``study.optimize``,
+which writes ``trial_heartbeats.heartbeat`` every ``heartbeat_interval`` seconds (DESIGN.md
+section 5). A RUNNING trial whose heartbeat is younger than the study's grace period has a live
+worker; an older one is stale (its worker died; the next worker to ask fails it and queues a
+retry). Ages are measured with the database's own clock, as Optuna does, so the clocks of the
+machines involved do not matter.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import DateTime, Integer, String, column, func, select, table
+
+from rs_search.reports.front import ranks
+from rs_search.reports.records import TrialRecord, compute_spent
+from rs_search.reports.study_info import StudyInfo
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
+
+_trials = table(
+    "trials",
+    column("trial_id", Integer),
+    column("study_id", Integer),
+    column("number", Integer),
+    column("state", String),
+)
+_heartbeats = table("trial_heartbeats", column("trial_id", Integer), column("heartbeat", DateTime))
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerRow:
+    """A running trial and the worker training it."""
+
+    trial: int
+    worker: str | None  # host:pid the trial runs on
+    config: str
+    epoch: int  # epochs finished so far
+    epochs: int | None  # the trial's training length
+    val_top1: float | None  # at the last finished epoch
+    heartbeat_age_s: float | None  # None: no heartbeat recorded (not run through study.optimize)
+    live: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class FrontRow:
+    trial: int
+    config: str
+    values: tuple[float, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class StudyStatus:
+    study: str
+    target: str
+    objectives: tuple[str, ...]
+    states: Mapping[str, int]  # Optuna TrialState name -> count, every state listed
+    total: int
+    trial_budget: int | None
+    workers: tuple[WorkerRow, ...]
+    live_workers: int
+    stale_trials: int
+    epochs_spent: int
+    epochs_budget: int | None  # trials x full budget: an upper bound (halving stops trials early)
+    device_hours: float
+    front: tuple[FrontRow, ...]
+    eta_s: float | None  # seconds until the trial budget is spent, at the rate so far
+    eta_basis: str  # how the ETA was found, or why there is none
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def heartbeat_ages(engine: Engine, study_id: int) -> dict[int, float]:
+    """Trial number -> seconds since its last heartbeat, for the study's RUNNING trials."""
+    query = (
+        select(_trials.c.number, _heartbeats.c.heartbeat)
+        .select_from(_heartbeats.join(_trials, _trials.c.trial_id == _heartbeats.c.trial_id))
+        .where(_trials.c.study_id == study_id, _trials.c.state == "RUNNING")
+    )
+    with engine.connect() as conn:
+        now = conn.execute(select(func.now())).scalar_one()
+        rows = conn.execute(query).all()
+    now = _naive(now)
+    return {int(number): (now - _naive(beat)).total_seconds() for number, beat in rows}
+
+
+def _naive(value: Any) -> datetime:
+    # PostgreSQL's now() is timezone-aware while the column is not (Optuna strips it too).
+    if isinstance(value, str):  # SQLite without type information
+        value = datetime.fromisoformat(value)
+    assert isinstance(value, datetime), value
+    return value.replace(tzinfo=None)
+
+
+def study_status(
+    records: Sequence[TrialRecord],
+    info: StudyInfo,
+    *,
+    heartbeats: Mapping[int, float],
+    now: datetime,
+    finished: int | None = None,
+) -> StudyStatus:
+    """Pure: the status of a study from its records and the heartbeat ages.
+
+    ``finished`` is the number of trials that count against the trial budget (the worker's own
+    rule, ``rs_search.search.storage.count_states``); by default every complete, pruned or failed
+    trial. The ETA divides the trials left in the budget by the rate at which trials finished
+    since the first one started.
+    """
+    counts = Counter(r.state for r in records)
+    states = {state: counts.get(state, 0) for state in STATES}
+    workers = tuple(
+        WorkerRow(
+            trial=r.number,
+            worker=r.worker,
+            config=r.label,
+            epoch=r.epochs_trained,
+            epochs=r.budget_epochs,
+            val_top1=_last(r, "val_top1"),
+            heartbeat_age_s=heartbeats.get(r.number),
+            live=r.number in heartbeats and heartbeats[r.number] <= info.grace_s,
+        )
+        for r in records
+        if r.state == "RUNNING"
+    )
+    spent = compute_spent(records)
+    usable = [r for r in records if r.usable and r.values is not None]
+    front_ranks = ranks([r.values for r in usable if r.values is not None])
+    front = tuple(
+        FrontRow(trial=r.number, config=r.label, values=tuple(r.values))
+        for r, rank in sorted(
+            zip(usable, front_ranks, strict=True), key=lambda pair: pair[0].latency_ms or 0.0
+        )
+        if rank == 0 and r.values is not None
+    )
+    if finished is None:
+        finished = states["COMPLETE"] + states["PRUNED"] + states["FAIL"]
+    eta, basis = _eta(records, info, finished=finished, now=now)
+    return StudyStatus(
+        study=info.name,
+        target=info.target,
+        objectives=info.objectives,
+        states=states,
+        total=len(records),
+        trial_budget=info.trial_budget,
+        workers=workers,
+        live_workers=sum(1 for w in workers if w.live),
+        stale_trials=sum(1 for w in workers if w.heartbeat_age_s is not None and not w.live),
+        epochs_spent=sum(s.epochs for s in spent.values()),
+        epochs_budget=info.epochs_budget,
+        device_hours=sum(s.seconds for s in spent.values()) / 3600.0,
+        front=front,
+        eta_s=eta,
+        eta_basis=basis,
+    )
+
+
+def _last(record: TrialRecord, key: str) -> float | None:
+    if not record.curve:
+        return None
+    value = record.curve[-1].get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _eta(
+    records: Sequence[TrialRecord], info: StudyInfo, *, finished: int, now: datetime
+) -> tuple[float | None, str]:
+    if info.trial_budget is None:
+        return None, "open-ended study (no trial budget)"
+    left = max(0, info.trial_budget - finished)
+    if left == 0:
+        return 0.0, "trial budget spent"
+    starts = [r.datetime_start for r in records if r.datetime_start is not None]
+    if not finished or not starts:
+        return None, "no trial has finished yet"
+    elapsed = (now - min(starts)).total_seconds()
+    if elapsed <= 0:
+        return None, "no time has passed yet"
+    rate = finished / elapsed
+    return left / rate, f"{finished} trials finished in {elapsed / 3600:.2f} h; {left} left"
