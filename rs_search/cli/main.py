@@ -14,7 +14,15 @@ from typing import Annotated
 import typer
 
 from rs_search import __version__
-from rs_search.cli import export_cmd, latency_cmd, models_cmd, select_cmd, space_cmd, train_cmd
+from rs_search.cli import (
+    export_cmd,
+    latency_cmd,
+    models_cmd,
+    report_cmd,
+    select_cmd,
+    space_cmd,
+    train_cmd,
+)
 from rs_search.errors import RsSearchError
 
 app = typer.Typer(
@@ -44,7 +52,7 @@ def _root(
     _state["debug"] = debug
 
 
-for _module in (models_cmd, space_cmd, train_cmd, latency_cmd, select_cmd, export_cmd):
+for _module in (models_cmd, space_cmd, train_cmd, latency_cmd, select_cmd, export_cmd, report_cmd):
     _module.register(app)
 
 
