@@ -1,0 +1,58 @@
+"""Latency and memory measured on the hardware that will run the model (Bello et al. 2021,
+scaling rule 3: FLOPs and parameter counts do not predict them).
+
+- ``profiles``: ``HardwareProfile``, the built-in profiles, ``get_profile``, ``device_name``;
+- ``measure``: the protocol, ``rs_search.latency.measure.measure(arch, profile) -> LatencyResult``
+  (import it from the module: the package attribute ``measure`` is the module);
+- ``cache``: ``LatencyCache`` in the study database (``rs_latency``), claims for workers;
+- ``worker``: the latency worker that fills the cache for a study;
+- ``memory``, ``runqueue``, ``stats``: peak memory, CPU contention, rank correlation.
+
+``profiles`` and ``result`` import no torch; the rest load on first use, so importing this
+package stays cheap (DESIGN.md section 2).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rs_search.latency.profiles import (
+    BUILTIN_PROFILES,
+    HardwareProfile,
+    UnknownProfileError,
+    device_name,
+    get_profile,
+    known_profiles,
+)
+from rs_search.latency.result import LatencyResult
+
+if TYPE_CHECKING:
+    from rs_search.latency.cache import LatencyCache
+    from rs_search.latency.measure import DEFAULT_PROTOCOL, Protocol
+
+__all__ = [
+    "BUILTIN_PROFILES",
+    "DEFAULT_PROTOCOL",
+    "HardwareProfile",
+    "LatencyCache",
+    "LatencyResult",
+    "Protocol",
+    "UnknownProfileError",
+    "device_name",
+    "get_profile",
+    "known_profiles",
+]
+
+_LAZY = {
+    "LatencyCache": "rs_search.latency.cache",
+    "Protocol": "rs_search.latency.measure",
+    "DEFAULT_PROTOCOL": "rs_search.latency.measure",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'rs_search.latency' has no attribute {name!r}")

@@ -1,0 +1,104 @@
+"""Our own tables, beside Optuna's in the same database (DESIGN.md section 3, "Storage").
+
+Every table name starts with ``rs_`` and lives in ``metadata``; ``create_tables`` creates the
+missing ones and never touches Optuna's schema, so ``optuna.load_study``, optuna-dashboard and
+``psql`` keep reading the study unchanged.
+
+``rs_latency`` (the latency cache, ``rs_search.latency.cache``): one row per architecture key x
+hardware-profile key x torch version x device name. The unique constraint over those four
+columns is what makes a latency worker's claim atomic: a claim is an INSERT of a row in state
+``claimed``, and of two workers inserting the same key the database lets exactly one succeed
+(PostgreSQL and SQLite alike). The row becomes ``done`` when the figure is written.
+Times are naive UTC.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Engine,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    inspect,
+    select,
+)
+from sqlalchemy.exc import SQLAlchemyError
+
+from rs_search.errors import StorageError
+from rs_search.storage.url import mask_url
+
+metadata = MetaData()
+
+LATENCY_CLAIMED = "claimed"
+LATENCY_DONE = "done"
+
+latency = Table(
+    "rs_latency",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    # the key
+    Column("arch_key", String(32), nullable=False),
+    Column("profile_key", String(32), nullable=False),
+    Column("torch_version", String(64), nullable=False),
+    Column("device_name", String(255), nullable=False),
+    # the claim
+    Column("state", String(16), nullable=False),  # claimed | done
+    Column("claimed_by", String(255), nullable=True),
+    Column("claimed_at", DateTime(timezone=False), nullable=True),
+    # the figure (columns for SQL and dashboards; ``result`` is the full LatencyResult.to_dict())
+    Column("profile_name", String(128), nullable=False),
+    Column("status", String(16), nullable=True),  # ok | oom | error (None while claimed)
+    Column("median_ms", Float, nullable=True),
+    Column("p90_ms", Float, nullable=True),
+    Column("spread", Float, nullable=True),
+    Column("peak_memory_mb", Float, nullable=True),
+    Column("train_peak_memory_mb", Float, nullable=True),
+    Column("stable", Boolean, nullable=True),
+    Column("measured_at", DateTime(timezone=False), nullable=True),
+    Column("result", JSON, nullable=True),
+    Column("error", Text, nullable=True),
+    # what was measured, so a row reads on its own
+    Column("arch", JSON, nullable=False),
+    Column("profile", JSON, nullable=False),
+    UniqueConstraint(
+        "arch_key", "profile_key", "torch_version", "device_name", name="uq_rs_latency_key"
+    ),
+    Index("ix_rs_latency_profile", "profile_key", "state"),
+)
+
+_LOCK_ID = zlib.crc32(b"rs_search.storage.tables") & 0x7FFFFFFF
+
+
+def create_tables(engine: Engine) -> None:
+    """Create the missing ``rs_`` tables (idempotent; safe when several workers start at once).
+
+    On PostgreSQL an advisory lock serialises concurrent creators (two ``CREATE TABLE`` racing
+    would otherwise fail on the catalog's unique index); on SQLite the database lock does.
+    """
+    if all(inspect(engine).has_table(t.name) for t in metadata.sorted_tables):
+        return
+    try:
+        with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(_LOCK_ID)))
+            metadata.create_all(conn, checkfirst=True)
+    except SQLAlchemyError as exc:
+        # A concurrent creator on a database without advisory locks may have won the race.
+        if all(inspect(engine).has_table(t.name) for t in metadata.sorted_tables):
+            return
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        raise StorageError(
+            f"cannot create rs-search tables in {mask_url(engine.url)}: {reason}"
+        ) from None
