@@ -6,6 +6,7 @@ import os
 import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
@@ -26,12 +27,15 @@ def print_table(
     """Print a rich table; ``right`` names the columns to right-align (numbers)."""
     table = Table(title=title, title_justify="left", show_lines=False)
     cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
-    for i, name in enumerate(columns):
-        # never break a value; a header breaks at spaces, and inside a word only past 8 characters
-        widest = max(
-            [min(8, len(w)) for w in name.split()] + [len(row[i]) for row in cells if i < len(row)]
-        )
-        table.add_column(name, justify="right" if name in right else "left", min_width=widest)
+    # Compact columns (headers wrap at spaces) when they fit; otherwise rich folds the widest.
+    widths = [
+        max([len(word) for word in name.split()] + [len(row[i]) for row in cells if i < len(row)])
+        for i, name in enumerate(columns)
+    ]
+    fits = sum(widths) + 3 * len(widths) + 1 <= console.width
+    for name, width in zip(columns, widths, strict=True):
+        justify: Literal["left", "right"] = "right" if name in right else "left"
+        table.add_column(name, justify=justify, width=width if fits else None, overflow="fold")
     for row in cells:
         table.add_row(*row)
     console.print(table)

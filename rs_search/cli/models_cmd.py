@@ -48,9 +48,9 @@ def models(
     """
     from rs_search.models import FAMILY, family_arch
 
-    columns = ["model", "layout", "params (M)", "px", "FLOPs (G)", "top-1 (%)"]
+    columns = ["model", "layout", "params (M)", "px", "GFLOPs", "top-1 (%)"]
     if count:
-        columns += ["counted params (M)", "counted FLOPs (G)"]
+        columns += ["ours: params (M)", "ours: GFLOPs"]
     rows: list[list[object]] = []
     for member in FAMILY.values():
         for i, resolution in enumerate(member.resolutions):
@@ -67,7 +67,8 @@ def models(
                 row += _counted(family_arch(member.name, resolution), first=i == 0)
             rows.append(row)
     print_table(
-        "ResNet-RS family, 1000 classes (published: official tensorflow/tpu README and configs)",
+        "ResNet-RS family, 1000 classes. Published figures: official tensorflow/tpu README"
+        + ("; ours: counted with rs-search's builder (FLOPs: 2 x multiply-adds)" if count else ""),
         columns,
         rows,
         right=[c for c in columns if c not in ("model", "layout")],
