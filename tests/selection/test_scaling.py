@@ -174,7 +174,7 @@ def test_long_budget_threshold_is_a_parameter() -> None:
 
 
 def test_depth_ladder_is_the_family_preceded_by_small_layouts() -> None:
-    chain = [(1, 1, 1, 1)]
+    chain: list[tuple[int, ...]] = [(1, 1, 1, 1)]
     while (nxt := next_layout(chain[-1])) is not None:
         chain.append(nxt)
     assert chain == [(1, 1, 1, 1), (2, 2, 2, 2), *NAMED_LAYOUTS.values()]
@@ -314,7 +314,9 @@ def test_proposal_over_the_latency_limit_is_dropped_with_its_reason() -> None:
              view(depth=50, budget=350, number=4)]  # -> 101: 3.3 ms
     result = propose(views, n=1, limits=Limits(max_latency_ms=5.0), cost_fn=cost)
     assert [p.source_trial for p in result.proposals] == [4]  # the next source fills the slot
-    assert result.proposals[0].cost == Cost(latency_ms=pytest.approx(3.3), source="test model")
+    kept = result.proposals[0].cost
+    assert kept is not None and kept.source == "test model"
+    assert kept.latency_ms == pytest.approx(3.3)
     (gone,) = result.dropped
     assert gone.proposal.source_trial == 3
     assert gone.proposal.candidate.arch.label == "200"
