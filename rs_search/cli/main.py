@@ -19,6 +19,7 @@ from rs_search.cli import (
     latency_cmd,
     models_cmd,
     report_cmd,
+    search_cmd,
     select_cmd,
     space_cmd,
     train_cmd,
@@ -52,7 +53,8 @@ def _root(
     _state["debug"] = debug
 
 
-for _module in (models_cmd, space_cmd, train_cmd, latency_cmd, select_cmd, export_cmd, report_cmd):
+for _module in (models_cmd, space_cmd, train_cmd, latency_cmd, search_cmd, select_cmd, export_cmd,
+                report_cmd):
     _module.register(app)
 
 

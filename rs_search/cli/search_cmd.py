@@ -1,0 +1,187 @@
+"""``rs-search start`` and ``rs-search worker``: run a search and join it from any machine.
+
+Thin: parse, call ``rs_search.search``, print. Every input problem is an ``RsSearchError`` that
+``main`` turns into one line and exit status 2 before anything is created.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rs_search.cli._common import console, err_console, print_table
+
+HELP_STORAGE = ("SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
+                "sqlite:///rs-search.db in the working directory).")
+HELP_DEVICE = "auto (one worker per visible GPU, else the CPU), cpu, cuda or cuda:<index>."
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``start`` and ``worker`` to ``app``."""
+    app.command("start")(start)
+    app.command("worker")(worker)
+
+
+def start(
+    space: Annotated[Path, typer.Option("--space", show_default=False,
+                                        help="Search-space YAML, e.g. spaces/quickstart.yaml.")],
+    budget: Annotated[str, typer.Option("--budget", help="Full training length of one trial, "
+                                        "with its unit: 350epochs, 12epochs.", show_default=False)],
+    study: Annotated[str | None, typer.Option("--study", help="Study name (default: "
+                                              "<space name>-<budget>). An existing study with the "
+                                              "same settings is resumed.")] = None,
+    storage: Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)] = None,
+    data: Annotated[str, typer.Option("--data", help="digits, synthetic[:CLASSES], "
+                                      "imagefolder:PATH, cifar10:PATH, cifar100:PATH.")] = "digits",
+    trials: Annotated[int | None, typer.Option("--trials", help="Trial budget of the study (seeds "
+                                               "included). Default: run until stopped or timed "
+                                               "out.")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="Start no new trial after this "
+                                                "long: 90s, 30m, 2h, 1h30m.")] = None,
+    workers: Annotated[int | None, typer.Option(
+        "--workers", help="Local worker processes (default: one per visible GPU, else one).")
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help=HELP_DEVICE)] = "auto",
+    sampler: Annotated[str, typer.Option("--sampler", help="tpe, nsga2, gp or random.")] = "tpe",
+    eta: Annotated[int, typer.Option("--eta", help="Successive halving: keep the top 1/eta of the "
+                                     "trials at each rung (rungs at budget/eta^k epochs).")] = 3,
+    min_rung: Annotated[int | None, typer.Option("--min-rung", help="Lowest rung in epochs "
+                                                 "(default: budget/eta^3, at least 1).")] = None,
+    halving: Annotated[bool, typer.Option("--halving/--no-halving", help="Pareto-aware successive "
+                                          "halving of unpromising trials.")] = True,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed (one worker: a "
+                                             "reproducible sequence of candidates).")] = None,
+    artifacts: Annotated[str, typer.Option("--artifacts", help="Checkpoint directory (shared "
+                                           "between machines for cross-machine resume).")
+                         ] = "rs-search-artifacts",
+    heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between a running trial's "
+                                           "heartbeats (under ~10 s is fragile).")] = 30,
+    grace: Annotated[int, typer.Option("--grace", help="Seconds without a heartbeat before a "
+                                       "trial is failed and retried.")] = 120,
+    loader_workers: Annotated[int | None, typer.Option("--loader-workers", help="DataLoader "
+                                                       "processes per worker (default: the "
+                                                       "engine's choice).")] = None,
+) -> None:
+    """Create (or resume) a study, print the compute estimate, run local workers, show progress,
+    and print the Pareto front with the commands that export and report it."""
+    from rs_search.search import launch, summary
+    from rs_search.search.study import create_or_resume, enqueue_work, join_study
+
+    plan = launch.plan_start(
+        space_file=space, budget=budget, study_name=study, storage=storage, data=data,
+        trials=trials, timeout=timeout, workers=workers, device=device, sampler=sampler,
+        eta=eta if halving else None, min_rung=min_rung, seed=seed, artifacts=artifacts,
+        heartbeat=heartbeat, grace=grace, loader_workers=loader_workers,
+    )
+    opt_study, created = create_or_resume(study_name=plan.study_name, storage=plan.storage_url,
+                                          settings=plan.settings, space=plan.space)
+    seeds, slots = enqueue_work(opt_study, plan.settings, plan.space)
+    settings = plan.settings
+    verb = "created" if created else "resumed"
+    console.print(f"study [bold]{plan.study_name}[/] {verb} in {plan.storage_shown} "
+                  f"({seeds} seeds and {slots} trials queued)")
+    left = summary.progress(opt_study, settings)
+    todo = (settings.n_trials - (left.complete + left.pruned + left.failed)
+            if settings.n_trials is not None else None)
+    est = summary.estimate(settings, trials=todo if todo is not None else 0,
+                           train_images=plan.train_images, flops_range=plan.flops_range)
+    console.print("[bold]estimate[/]: " + ("; ".join(est.lines()) if todo is not None
+                                           else "open-ended (no --trials): "
+                                           f"{settings.budget_epochs} epochs per full trial"))
+    console.print(f"running {plan.workers} worker(s) on {', '.join(plan.devices)}; logs in "
+                  f"{Path(settings.artifacts) / plan.study_name / 'logs'}")
+    del opt_study
+    watcher, _ = join_study(plan.study_name, plan.storage_url, queued=False)
+    local = launch.LocalWorkers.spawn(plan, Path(settings.artifacts) / plan.study_name / "logs")
+    last = {"line": ""}
+
+    def poll() -> None:
+        p = summary.progress(watcher, settings)
+        best = summary.front(watcher.get_trials(deepcopy=False), settings)
+        top = f"; front {len(best)}" + (f", best top-1 {best[0].values[0]:.2f}%" if best else "")
+        line = p.line() + top
+        if line != last["line"]:
+            console.print(f"[dim]{_clock()}[/] {line}")
+            last["line"] = line
+
+    codes = launch.watch(local, poll)
+    trials_now = watcher.get_trials(deepcopy=False)
+    rows = summary.front_rows(trials_now, settings)
+    if rows:
+        print_table(f"Pareto front of {plan.study_name} ({len(rows)} trials)",
+                    summary.front_columns(settings), rows,
+                    right=("trial", "top-1 %", "latency ms", "memory MB", "params M", "epochs"))
+    else:
+        console.print("no trained, feasible trial yet: the front is empty")
+    console.print(summary.progress(watcher, settings).line())
+    console.print("next:")
+    for cmd in launch.next_commands(plan):
+        console.print(f"  {cmd}", soft_wrap=True)
+    bad = [(k, c) for k, c in enumerate(codes) if c != 0]
+    for k, code in bad:
+        err_console.print(f"worker {k} exited with status {code}; last lines of {local.logs[k]}:")
+        for line in launch.tail(local.logs[k]):
+            err_console.print(f"  {line}", soft_wrap=True)
+    if bad:
+        raise typer.Exit(1)
+
+
+def _clock() -> str:
+    import time
+
+    return time.strftime("%H:%M:%S")
+
+
+def worker(
+    study: Annotated[str, typer.Option("--study", help="Name of the study to join.",
+                                       show_default=False)],
+    storage: Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)] = None,
+    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:<index>.")
+                      ] = "auto",
+    nproc: Annotated[int, typer.Option("--nproc", help="Train each trial as a torchrun DDP group "
+                                       "of N processes (gloo on CPU, NCCL on GPU).")] = 1,
+    artifacts: Annotated[str | None, typer.Option("--artifacts", help="Checkpoint directory "
+                                                  "(default: the study's).")] = None,
+    timeout: Annotated[str | None, typer.Option("--timeout", help="Start no new trial after this "
+                                                "long: 90s, 30m, 2h.")] = None,
+    max_trials: Annotated[int | None, typer.Option("--max-trials", help="Leave after running this "
+                                                   "many trials.")] = None,
+    loader_workers: Annotated[int | None, typer.Option("--loader-workers", help="DataLoader "
+                                                       "processes per rank (default: the "
+                                                       "engine's choice).")] = None,
+) -> None:
+    """Join a study from any machine and run its trials until the trial budget is spent or the
+    worker is stopped (SIGTERM checkpoints the running trial and hands it back; exit 0)."""
+    from rs_search.errors import RsSearchError
+    from rs_search.search.launch import parse_duration
+    from rs_search.search.storage import study_names, unknown_study_message
+    from rs_search.storage.url import resolve_storage_url
+
+    timeout_s = parse_duration(timeout) if timeout is not None else None
+    if nproc < 1:
+        raise RsSearchError(f"--nproc {nproc}: must be at least 1")
+    url = resolve_storage_url(storage)
+    names = study_names(url)  # unreachable storage / unknown study: one line, nothing created
+    if study not in names:
+        raise RsSearchError(unknown_study_message(study, names, url))
+    if nproc > 1:
+        from rs_search.search import ddp
+
+        code = ddp.launch(nproc=nproc, study_name=study,
+                          storage_url=url.render_as_string(hide_password=False), device=device,
+                          artifacts=artifacts, timeout_s=timeout_s,
+                          loader_workers=loader_workers)
+        if code != 0:
+            raise typer.Exit(code)
+        return
+    from rs_search.search.worker import run_worker
+
+    report = run_worker(study_name=study, storage=url.render_as_string(hide_password=False),
+                        device=device, artifacts=artifacts, timeout_s=timeout_s,
+                        max_trials=max_trials, loader_workers=loader_workers,
+                        echo=lambda s: print(s, flush=True))
+    print(f"worker done: {report.reason}, {report.trials_run} trials run here", flush=True)
+    sys.stdout.flush()

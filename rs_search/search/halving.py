@@ -1,0 +1,143 @@
+"""Pareto-aware successive halving for multi-objective studies (DESIGN.md section 3).
+
+Optuna prunes only single-objective studies (``trial.should_prune`` raises otherwise), so
+rs-search decides itself, following asynchronous successive halving (Li et al. 2020, "A System
+for Massively Parallel Hyperparameter Tuning", ASHA) with the ranking replaced by NSGA-II's:
+
+- rungs sit at ``budget / eta^k`` epochs (k = 1, 2, ...), down to ``min_rung``;
+- when a trial reaches a rung it records its validation top-1 there (``rung_<epoch>``);
+- it continues only if, among all trials that reached that rung (retries counted once, by their
+  original), its position in the crowded-comparison order (non-dominated rank on
+  (top-1 at the rung, latency[, memory]), then crowding distance) is within the first
+  ``max(1, n // eta)`` — Optuna's ``SuccessiveHalvingPruner`` promotion rule, so the first trial
+  at a rung always continues and later ones must beat the rung's field.
+
+Latency and memory are known before training (they are measured on the target hardware), so a
+fast but less accurate candidate can survive a rung: halving keeps the front's breadth instead of
+only its most accurate end. Everything here is pure except ``rung_points``, which reads trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from optuna.trial import FrozenTrial
+
+from rs_search.search import attrs
+from rs_search.selection.pareto import non_dominated_rank, selection_order
+
+
+def default_min_rung(budget: int, *, eta: int) -> int:
+    """At most three rungs below the full budget: ``budget / eta^3`` (at least one epoch)."""
+    return max(1, round(budget / eta**3))
+
+
+def rung_epochs(budget: int, *, eta: int, min_rung: int = 1) -> tuple[int, ...]:
+    """Ascending rung epochs ``round(budget / eta^k)`` >= ``min_rung``, the budget excluded.
+
+    >>> rung_epochs(12, eta=3)
+    (1, 4)
+    >>> rung_epochs(350, eta=3, min_rung=13)
+    (13, 39, 117)
+    """
+    if eta < 2:
+        raise ValueError(f"eta must be >= 2, got {eta}")
+    rungs: set[int] = set()
+    k = 1
+    while True:
+        epoch = round(budget / eta**k)
+        if epoch < max(1, min_rung):
+            break
+        if epoch < budget:
+            rungs.add(epoch)
+        k += 1
+    return tuple(sorted(rungs))
+
+
+def expected_epochs(n_trials: int, budget: int, rungs: Sequence[int], eta: int | None) -> float:
+    """Training epochs the search is expected to spend: a fraction ``1/eta^k`` of the trials
+    trains past the k-th rung. Without halving it is ``n_trials * budget``."""
+    if eta is None or not rungs:
+        return float(n_trials * budget)
+    total = 0.0
+    previous = 0
+    for k, epoch in enumerate([*rungs, budget]):
+        total += n_trials / eta**k * (epoch - previous)
+        previous = epoch
+    return total
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decision:
+    """The outcome at one rung, stored in the trial's ``halving`` user attribute."""
+
+    epoch: int
+    keep: bool
+    position: int  # 0-based place in the crowded-comparison order
+    kept: int  # how many of the field continue (max(1, n // eta))
+    field_size: int
+    rank: int  # non-dominated rank at the rung
+
+    def reason(self) -> str:
+        verdict = "continues" if self.keep else "pruned"
+        return (f"epoch {self.epoch}: place {self.position + 1} of {self.field_size} "
+                f"(front rank {self.rank}), top {self.kept} continue: {verdict}")
+
+    def to_dict(self) -> dict[str, int | bool]:
+        return {"epoch": self.epoch, "keep": self.keep, "position": self.position,
+                "kept": self.kept, "field_size": self.field_size, "rank": self.rank}
+
+
+def decide(
+    points: Sequence[Sequence[float]],
+    me: int,
+    *,
+    directions: Sequence[str],
+    eta: int,
+    epoch: int,
+) -> Decision:
+    """Should ``points[me]`` continue past the rung at ``epoch``? ``points`` are every trial that
+    reached the rung (itself included), in the objectives' order and directions."""
+    assert 0 <= me < len(points)
+    order = selection_order(points, directions).tolist()
+    ranks = non_dominated_rank(points, directions)
+    kept = max(1, len(points) // eta)
+    position = order.index(me)
+    return Decision(epoch=epoch, keep=position < kept, position=position, kept=kept,
+                    field_size=len(points), rank=int(ranks[me]))
+
+
+def objective_point(top1: float, trial_attrs: dict[str, object], objectives: Sequence[str]
+                    ) -> list[float] | None:
+    """(top-1, latency[, memory]) in the study's objective order, or None if a figure is missing."""
+    out: list[float] = []
+    for name in objectives:
+        if name == "accuracy":
+            out.append(float(top1))
+            continue
+        key = attrs.LATENCY_MS if name == "latency" else attrs.MEMORY_MB
+        value = trial_attrs.get(key)
+        if not isinstance(value, int | float) or math.isnan(float(value)):
+            return None
+        out.append(float(value))
+    return out
+
+
+def rung_points(trials: Sequence[FrozenTrial], epoch: int, objectives: Sequence[str]
+                ) -> dict[int, list[float]]:
+    """Origin trial number -> point at the rung, for every trial (any state) that reached it.
+
+    A retry and its original share one origin and the same inherited rung value; one entry each.
+    """
+    key = attrs.rung_attr(epoch)
+    out: dict[int, list[float]] = {}
+    for trial in trials:
+        value = trial.user_attrs.get(key)
+        if value is None:
+            continue
+        point = objective_point(float(value), trial.user_attrs, objectives)
+        if point is not None:
+            out.setdefault(attrs.origin(trial), point)
+    return out

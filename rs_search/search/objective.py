@@ -1,0 +1,261 @@
+"""One trial: sample a candidate, measure it, check the hard limits, train it with halving.
+
+The order follows DESIGN.md section 3:
+
+1. the candidate comes from the sampler, from an enqueued seed (fixed params) or from the trial a
+   retry stands in for (its params are copied);
+2. its architecture goes into the trial's user attributes (``arch``, ``arch_key``; the latency
+   worker's contract) with the whole candidate;
+3. latency and peak memory come from the latency cache on the study's target profile (measured
+   here on a miss);
+4. hard limits are set with ``trial.set_constraint`` (value - limit, feasible when <= 0; Optuna
+   5's samplers read these directly, no ``constraints_func``). A candidate that breaks one is
+   **not trained**: the trial completes with top-1 0 and its measured latency/memory, is
+   infeasible (so ``study.best_trials`` and the samplers' constrained ranking leave it out), and
+   says why in ``rejected``. Completing rather than failing lets TPE/NSGA-II learn the infeasible
+   region instead of sampling it again;
+5. training reports every epoch (``curve``) and takes a halving decision at each rung; a pruned
+   trial raises ``optuna.TrialPruned`` and keeps its curve;
+6. the values are (validation top-1 of the EMA weights at the last epoch, latency ms[, memory MB]).
+
+NaN loss, out-of-memory and data errors fail the trial with ``fail_reason``; ``worker.py`` tells
+``study.optimize`` to catch them so the worker goes on.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import optuna
+from optuna.trial import FrozenTrial
+
+from rs_search.errors import (
+    CandidateOutOfMemory,
+    DataError,
+    TrainingDiverged,
+    TrialInterrupted,
+)
+from rs_search.search import attrs, halving
+from rs_search.search.artifacts import CheckpointStore
+from rs_search.search.deps import LatencyFigures, LatencySource
+from rs_search.search.settings import StudySettings
+from rs_search.space import SearchSpace
+from rs_search.specs import Candidate
+
+_log = logging.getLogger("rs_search.search")
+
+# Failures that end one trial, not the worker (study.optimize(catch=...)).
+TRIAL_FAILURES: tuple[type[Exception], ...] = (TrainingDiverged, CandidateOutOfMemory, DataError)
+
+
+class TrainLauncher(Protocol):
+    """Runs the engine for one trial (``ddp.py`` broadcasts the job to the other ranks first)."""
+
+    def __call__(self, candidate: Candidate, *, out_dir: Path, resume: bool, seed: int,
+                 on_epoch: Callable[[Any], bool], should_stop: Callable[[], bool]) -> Any: ...
+
+
+def frozen(trial: optuna.Trial) -> FrozenTrial:
+    """The trial as stored, system attributes included (``Trial`` exposes no ``system_attrs``)."""
+    return trial.storage.get_trial(trial._trial_id)
+
+
+@dataclass
+class TrialOutcome:
+    """What the worker prints after a trial."""
+
+    number: int
+    summary: str
+
+
+@dataclass
+class Objective:
+    """The callable handed to ``study.optimize``."""
+
+    study_name: str
+    settings: StudySettings
+    space: SearchSpace
+    latency: LatencySource
+    launcher: TrainLauncher
+    checkpoints: CheckpointStore
+    should_stop: Callable[[], bool] = lambda: False
+    on_outcome: Callable[[TrialOutcome], None] | None = None
+    world_size: int = 1  # processes that train each trial (a torchrun group under --nproc)
+    current: int | None = field(default=None, init=False)
+
+    def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
+        self.current = trial.number
+        started = time.monotonic()
+        stored = frozen(trial)
+        origin = attrs.origin(stored)
+        try:
+            values = self._run(trial, stored, origin)
+        except optuna.TrialPruned as exc:
+            self._outcome(trial.number, f"pruned {exc}")
+            raise
+        except TrialInterrupted:
+            trial.set_user_attr(attrs.INTERRUPTED, True)
+            self._outcome(trial.number, "interrupted: checkpointed and handed back")
+            raise
+        except TRIAL_FAILURES as exc:
+            trial.set_user_attr(attrs.FAIL_REASON, f"{type(exc).__name__}: {exc}")
+            self._outcome(trial.number, f"failed: {type(exc).__name__}: {exc}")
+            raise
+        except Exception as exc:
+            # A bug or an unexpected library error: record why, then let the worker stop.
+            trial.set_user_attr(attrs.FAIL_REASON, f"{type(exc).__name__}: {exc}")
+            raise
+        took = time.monotonic() - started
+        text = ", ".join(f"{n} {_fmt(v)}"
+                         for n, v in zip(self.settings.objectives, values, strict=True))
+        rejected = trial.user_attrs.get(attrs.REJECTED)
+        self._outcome(trial.number,
+                      f"rejected ({rejected})" if rejected else f"{text} ({took:.0f}s)")
+        return values
+
+    # -- steps -----------------------------------------------------------------------------------
+
+    def _run(self, trial: optuna.Trial, stored: FrozenTrial, origin: int) -> tuple[float, ...]:
+        candidate = self.space.sample(trial, epochs=self.settings.budget_epochs)
+        arch = candidate.arch
+        trial.set_user_attr(attrs.ARCH, arch.to_dict())
+        trial.set_user_attr(attrs.ARCH_KEY, arch.key())
+        trial.set_user_attr(attrs.CANDIDATE, candidate.to_dict())
+        trial.set_user_attr(attrs.WORKER, f"{socket.gethostname()}:{os.getpid()}")
+        trial.set_user_attr(attrs.WORLD_SIZE, self.world_size)
+        from rs_search.models.complexity import count_params
+
+        params_m = count_params(arch) / 1e6
+        trial.set_user_attr(attrs.PARAMS_M, round(params_m, 4))
+
+        figures = self.latency.figures(arch)
+        trial.set_user_attr(attrs.LATENCY_MS, figures.median_ms)
+        trial.set_user_attr(attrs.LATENCY_P90_MS, figures.p90_ms)
+        trial.set_user_attr(attrs.MEMORY_MB, figures.memory_mb)
+        trial.set_user_attr(attrs.LATENCY_PROFILE, figures.profile)
+
+        broken = self._constrain(trial, figures, params_m)
+        if broken:
+            trial.set_user_attr(attrs.REJECTED, "; ".join(broken))
+            return self._values(0.0, figures)
+        if self.should_stop():
+            raise TrialInterrupted("stopped before training")
+
+        return self._train(trial, stored, origin, candidate, figures)
+
+    def _constrain(self, trial: optuna.Trial, figures: LatencyFigures,
+                   params_m: float) -> list[str]:
+        """Set every limit of the study as a constraint; return the broken ones in words."""
+        measured = {"max_latency_ms": (figures.median_ms, "latency", "ms"),
+                    "max_memory_mb": (figures.memory_mb, "memory", "MB"),
+                    "max_params_m": (params_m, "params", "M")}
+        broken = []
+        for name, limit in sorted(self.settings.constraints.items()):
+            value, word, unit = measured[name]
+            trial.set_constraint(name, float(value) - float(limit))
+            if value > limit:
+                broken.append(f"{word} {value:.4g} {unit} > {name} {limit:g} {unit} on "
+                              f"{figures.profile}")
+        return broken
+
+    def _values(self, top1: float, figures: LatencyFigures) -> tuple[float, ...]:
+        out = []
+        for name in self.settings.objectives:
+            out.append(top1 if name == "accuracy"
+                       else figures.median_ms if name == "latency" else figures.memory_mb)
+        return tuple(float(v) for v in out)
+
+    def _train(self, trial: optuna.Trial, stored: FrozenTrial, origin: int, candidate: Candidate,
+               figures: LatencyFigures) -> tuple[float, ...]:
+        inherited = attrs.curve(stored)  # a retry starts with its original's curve
+        out_dir = self.checkpoints.trial_dir(self.study_name, origin)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        state = _Progress(curve=list(inherited))
+        rungs = set(self.settings.rungs)
+
+        def on_epoch(metrics: Any) -> bool:
+            row = metrics.to_dict()
+            epoch = int(row["epoch"])
+            if state.first_epoch is None:
+                state.first_epoch = epoch
+                state.curve = [r for r in state.curve if int(r["epoch"]) < epoch]
+                if epoch > 1:
+                    trial.set_user_attr(attrs.RESUMED_FROM, epoch - 1)
+            state.curve.append(row)
+            trial.set_user_attr(attrs.CURVE, state.curve)
+            if epoch in rungs and self.settings.eta is not None:
+                decision = self._decide(trial, origin, epoch, float(row["val_top1"]), figures)
+                state.decisions.append(decision.to_dict())
+                trial.set_user_attr(attrs.HALVING, state.decisions)
+                if not decision.keep:
+                    state.pruned = decision
+                    return False
+            return True
+
+        # resume=True: continue from the newest good checkpoint in the origin's directory (a
+        # retry's), a fresh start when there is none.
+        result = self.launcher(candidate, out_dir=out_dir, resume=True, seed=origin,
+                               on_epoch=on_epoch, should_stop=self.should_stop)
+        full = [m.to_dict() for m in getattr(result, "curve", [])]
+        if full and len(full) >= len(state.curve):
+            # The engine's curve includes the epochs of the checkpoint it resumed from.
+            state.curve = full
+            trial.set_user_attr(attrs.CURVE, state.curve)
+        if state.pruned is not None:
+            raise optuna.TrialPruned(state.pruned.reason())
+        if not state.curve:
+            raise RuntimeError(f"training of trial {trial.number} reported no epoch")
+        final = state.curve[-1]
+        done = int(final["epoch"])
+        if done < self.settings.budget_epochs:
+            # The engine stopped early without a rung decision (it should not); do not report a
+            # short run as a full-budget result.
+            raise RuntimeError(f"trial {trial.number} stopped at epoch {done} of "
+                               f"{self.settings.budget_epochs} (engine result {result!r})")
+        top1 = float(final["val_top1"])
+        if math.isnan(top1):
+            raise TrainingDiverged(f"validation top-1 is NaN at epoch {done}")
+        return self._values(top1, figures)
+
+    def _decide(self, trial: optuna.Trial, origin: int, epoch: int, top1: float,
+                figures: LatencyFigures) -> halving.Decision:
+        assert self.settings.eta is not None
+        trial.set_user_attr(attrs.rung_attr(epoch), top1)
+        me = halving.objective_point(top1, {attrs.LATENCY_MS: figures.median_ms,
+                                            attrs.MEMORY_MB: figures.memory_mb},
+                                     self.settings.objectives)
+        assert me is not None
+        field_ = halving.rung_points(trial.study.get_trials(deepcopy=False), epoch,
+                                     self.settings.objectives)
+        field_[origin] = me
+        origins = sorted(field_)
+        decision = halving.decide([field_[o] for o in origins], origins.index(origin),
+                                  directions=self.settings.directions, eta=self.settings.eta,
+                                  epoch=epoch)
+        _log.info("trial %d: %s", trial.number, decision.reason())
+        return decision
+
+    def _outcome(self, number: int, summary: str) -> None:
+        if self.on_outcome is not None:
+            self.on_outcome(TrialOutcome(number=number, summary=summary))
+
+
+@dataclass
+class _Progress:
+    curve: list[dict[str, Any]]
+    first_epoch: int | None = None
+    decisions: list[dict[str, Any]] = field(default_factory=list)
+    pruned: halving.Decision | None = None
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
+

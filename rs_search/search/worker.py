@@ -1,0 +1,180 @@
+"""The worker loop: claim a trial, run it through ``study.optimize``, until the budget is spent.
+
+Trials run through ``study.optimize`` (one at a time) because only there does Optuna send
+heartbeats (DESIGN.md section 5). Before each trial the worker fails stale trials (a dead worker's
+trial; its retry is queued by ``RetryHeartbeatStaleTrialCallback``) and looks at the queue:
+
+- the budget is spent when every slot has finished (complete, pruned, or failed for its own
+  reason) -> exit;
+- nothing waiting but trials still running elsewhere -> wait and look again: one of them may go
+  stale and come back as a retry this worker must run;
+- otherwise claim a waiting trial and run it.
+
+SIGTERM (and SIGINT): the engine checkpoints at the next step boundary, the trial is failed with
+``interrupted`` and a retry carrying its params and curve is queued in its place (the same
+mechanism as a stale trial, without waiting for the grace period), and the worker exits 0.
+NaN loss, out-of-memory, data and latency errors fail only that trial (``fail_reason``).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import FrameType
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
+from optuna.trial import TrialState
+
+from rs_search.errors import TrialInterrupted
+from rs_search.search import attrs
+from rs_search.search.artifacts import CheckpointStore
+from rs_search.search.deps import CachedLatency, LatencyUnavailable, LocalTrain
+from rs_search.search.objective import TRIAL_FAILURES, Objective, TrainLauncher
+from rs_search.search.settings import StudySettings
+from rs_search.search.storage import count_states
+from rs_search.search.study import QueueEmpty, join_study
+from rs_search.storage.url import resolve_storage_url
+
+_log = logging.getLogger("rs_search.search")
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT; the engine polls it between steps (``should_stop``)."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+        self.signal: int | None = None
+
+    def __call__(self) -> bool:
+        return self._event.is_set()
+
+    def set(self, signum: int | None = None) -> None:
+        self.signal = signum
+        self._event.set()
+
+    def wait(self, seconds: float) -> bool:
+        return self._event.wait(seconds)
+
+    def install(self) -> None:
+        def handler(signum: int, frame: FrameType | None) -> None:
+            self.set(signum)
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerReport:
+    trials_run: int
+    interrupted: bool
+    reason: str
+
+
+def run_worker(
+    *,
+    study_name: str,
+    storage: str | None,
+    device: str = "auto",
+    artifacts: str | None = None,
+    timeout_s: float | None = None,
+    max_trials: int | None = None,
+    echo: Callable[[str], None] = print,
+    stop: StopFlag | None = None,
+    make_launcher: Callable[[StudySettings], TrainLauncher] | None = None,
+    sampler_seed: int | None = None,
+    world_size: int = 1,
+    loader_workers: int | None = None,
+) -> WorkerReport:
+    """Join ``study_name`` and run trials until the budget is spent, the timeout passes,
+    ``max_trials`` have run here, or SIGTERM arrives."""
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    if stop is None:
+        stop = StopFlag()
+        stop.install()
+    study, settings = join_study(study_name, storage, sampler_seed=sampler_seed)
+    url = resolve_storage_url(storage)
+    store = CheckpointStore.from_spec(artifacts or settings.artifacts)
+    launcher = (make_launcher(settings) if make_launcher is not None
+                else LocalTrain(data=settings.data, device=device, num_workers=loader_workers))
+    objective = Objective(
+        study_name=study_name,
+        settings=settings,
+        space=settings.search_space(),
+        latency=CachedLatency(url.render_as_string(hide_password=False), settings.target),
+        launcher=launcher,
+        checkpoints=store,
+        should_stop=stop,
+        on_outcome=lambda o: echo(f"trial {o.number}: {o.summary}"),
+        world_size=world_size,
+    )
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    budget = "open-ended" if settings.n_trials is None else f"{settings.n_trials} trials"
+    rungs = ",".join(map(str, settings.rungs)) or "none"
+    echo(f"worker {me} joined study {study_name!r}: {budget}, {settings.budget_epochs} epochs "
+         f"per trial, halving rungs at epochs {rungs}")
+    return _loop(study, settings, objective, stop=stop, timeout_s=timeout_s,
+                 max_trials=max_trials, echo=echo)
+
+
+def _loop(
+    study: optuna.Study,
+    settings: StudySettings,
+    objective: Objective,
+    *,
+    stop: StopFlag,
+    timeout_s: float | None,
+    max_trials: int | None,
+    echo: Callable[[str], None],
+) -> WorkerReport:
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    interval, _ = settings.heartbeat()
+    poll = max(1.0, min(float(interval), 10.0))
+    ran = 0
+    catch = (*TRIAL_FAILURES, LatencyUnavailable)
+    while True:
+        if stop():
+            return WorkerReport(trials_run=ran, interrupted=True, reason="stopped by signal")
+        if deadline is not None and time.monotonic() >= deadline:
+            return WorkerReport(trials_run=ran, interrupted=False, reason="timeout")
+        if max_trials is not None and ran >= max_trials:
+            return WorkerReport(trials_run=ran, interrupted=False, reason="max trials")
+        fail_stale_trials(study)
+        if settings.n_trials is not None:
+            counts = count_states(study)
+            if counts["finished"] >= settings.n_trials:
+                return WorkerReport(trials_run=ran, interrupted=False, reason="budget spent")
+            if counts["waiting"] == 0:
+                if counts["running"] == 0:
+                    return WorkerReport(trials_run=ran, interrupted=False,
+                                        reason="nothing left to run")
+                stop.wait(poll)  # a running trial may still go stale and come back
+                continue
+        try:
+            study.optimize(objective, n_trials=1, catch=catch, gc_after_trial=True)
+        except QueueEmpty:
+            continue
+        except TrialInterrupted:
+            _hand_back(study, objective.current)
+            echo(f"trial {objective.current}: handed back (a retry is queued); worker exits")
+            return WorkerReport(trials_run=ran, interrupted=True, reason="stopped by signal")
+        ran += 1
+
+
+def _hand_back(study: optuna.Study, number: int | None) -> None:
+    """Queue a retry of an interrupted trial (params, user attrs, ``failed_trial``), unless the
+    trial did not end as FAIL (then nothing was lost)."""
+    if number is None:
+        return
+    trial = study.get_trials(deepcopy=True)[number]
+    if trial.state != TrialState.FAIL or attrs.FAIL_REASON in trial.user_attrs:
+        return
+    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)

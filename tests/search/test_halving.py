@@ -1,0 +1,50 @@
+"""Successive-halving arithmetic and the Pareto-aware promotion rule (pure functions)."""
+
+from __future__ import annotations
+
+import pytest
+
+from rs_search.search import halving
+
+
+def test_rungs_are_budget_over_powers_of_eta():
+    assert halving.rung_epochs(12, eta=3) == (1, 4)
+    assert halving.rung_epochs(9, eta=3) == (1, 3)
+    assert halving.rung_epochs(350, eta=3, min_rung=13) == (13, 39, 117)
+    assert halving.rung_epochs(100, eta=2, min_rung=10) == (12, 25, 50)
+    assert halving.rung_epochs(1, eta=3) == ()
+    assert halving.default_min_rung(350, eta=3) == 13
+    assert halving.default_min_rung(12, eta=3) == 1
+    with pytest.raises(ValueError):
+        halving.rung_epochs(12, eta=1)
+
+
+def test_expected_epochs():
+    assert halving.expected_epochs(16, 12, (), None) == 192
+    # 16 x 1 + 16/3 x 3 + 16/9 x 8
+    assert halving.expected_epochs(16, 12, (1, 4), 3) == pytest.approx(16 + 16 + 128 / 9)
+    assert halving.expected_epochs(16, 12, (1, 4), 3) <= 192 / 2
+
+
+def test_first_trial_at_a_rung_continues():
+    d = halving.decide([[50.0, 3.0]], 0, directions=("maximize", "minimize"), eta=3, epoch=1)
+    assert d.keep and d.kept == 1 and d.field_size == 1
+
+
+def test_dominated_trial_is_pruned_and_front_kept():
+    dirs = ("maximize", "minimize")
+    # (top-1, latency): 0 and 2 are on the front, 1 is dominated by 0
+    pts = [[90.0, 2.0], [80.0, 3.0], [95.0, 9.0]]
+    assert not halving.decide(pts, 1, directions=dirs, eta=3, epoch=4).keep
+    # with 6 points, the top 2 continue: both extremes of the front
+    pts6 = [[90.0, 2.0], [80.0, 3.0], [95.0, 9.0], [70.0, 5.0], [60.0, 8.0], [85.0, 4.0]]
+    kept = [i for i in range(6) if halving.decide(pts6, i, directions=dirs, eta=3, epoch=4).keep]
+    assert kept == [0, 2]
+
+
+def test_fast_but_less_accurate_candidate_survives():
+    """Latency counts: the quickest net continues although four nets are more accurate."""
+    dirs = ("maximize", "minimize")
+    pts = [[96.0, 10.0], [95.0, 11.0], [94.0, 12.0], [93.0, 13.0], [70.0, 1.0], [60.0, 14.0]]
+    assert halving.decide(pts, 4, directions=dirs, eta=3, epoch=1).keep
+    assert not halving.decide(pts, 1, directions=dirs, eta=3, epoch=1).keep
