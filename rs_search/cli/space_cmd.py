@@ -195,7 +195,8 @@ def _print_complexity(space: SearchSpace) -> None:
 
 
 def _arch_words(arch: ArchSpec) -> str:
-    return f"depth {arch.label}, width {arch.width:g}, {arch.resolution} px"
+    resnet_d = "" if arch.resnet_d else ", ResNet-D off"
+    return f"depth {arch.label}, width {arch.width:g}, {arch.resolution} px{resnet_d}"
 
 
 def _num(value: object) -> str:
