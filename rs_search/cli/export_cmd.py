@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
-    from rs_search.specs import ArchSpec
+    from rs_search.latency.profiles import HardwareProfile
 
 HELP_STORAGE = ("SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
                 "sqlite:///rs-search.db in the working directory).")
@@ -46,20 +46,20 @@ def export(
     `rs-search train --config`. A study with no finished trial exits 2."""
     from rs_search.cli._common import console, err_console
     from rs_search.export import export_study
+    from rs_search.export.latency import read_cached_latency
     from rs_search.reports.source import open_study
     from rs_search.storage.url import mask_url
 
     opened = open_study(study, storage)
-    cache = None
     try:
-        lookup, cache = _latency_lookup(opened.url.render_as_string(hide_password=False),
-                                        opened.study, hardware or [])
+        profiles = _profiles(opened.study.user_attrs.get("target"), hardware or [])
+        cached, names = read_cached_latency(opened.url.render_as_string(hide_password=False),
+                                            profiles)
         report = export_study(opened.study, out=out, storage_display=mask_url(opened.url),
-                              hardware=hardware or [], latency_lookup=lookup, weights=weights,
-                              onnx=onnx, artifacts=artifacts, overwrite=overwrite)
+                              hardware=[names[p.key()] for p in profiles], cached_latency=cached,
+                              weights=weights, onnx=onnx, artifacts=artifacts,
+                              overwrite=overwrite)
     finally:
-        if cache is not None:
-            cache.close()
         opened.storage.engine.dispose()
     for note in report.notes:
         err_console.print(f"note: {note}", soft_wrap=True)
@@ -77,30 +77,12 @@ def _num(value: Any) -> str:
     return "?" if value is None else f"{float(value):.4g}"
 
 
-def _latency_lookup(storage_url: str, study: Any, names: list[str]) -> tuple[Any, Any]:
-    """((arch, profile name) -> cached figures, the cache to close) for ``--hardware`` names;
-    profiles resolve first so an unknown name fails before anything is written."""
-    if not names:
-        return None, None
+def _profiles(target: Any, names: list[str]) -> list[HardwareProfile]:
+    """``--hardware`` names as profiles (built in, or the study's own target); an unknown name
+    fails here, before anything is written."""
     from rs_search.latency.profiles import HardwareProfile, get_profile
 
     extra: dict[str, HardwareProfile] = {}
-    target = study.user_attrs.get("target")
     if isinstance(target, Mapping) and target.get("name"):
         extra[str(target["name"])] = HardwareProfile.from_dict(dict(target))
-    profiles = {name: get_profile(name, extra=extra) for name in names}
-    from rs_search.latency.cache import LatencyCache
-
-    cache = LatencyCache(storage_url)
-
-    def lookup(arch: ArchSpec, name: str) -> Mapping[str, Any] | None:
-        result = cache.get(arch, profiles[name], any_device=True)
-        if result is None:
-            return None
-        fields = ("status", "median_ms", "p90_ms", "peak_memory_mb", "batch_size", "device_name",
-                  "torch_version", "measured_at", "stable", "error")
-        figures = {f: getattr(result, f, None) for f in fields}
-        figures["source"] = "latency cache"
-        return {k: v for k, v in figures.items() if v is not None}
-
-    return lookup, cache
+    return [get_profile(name, extra=extra) for name in names]

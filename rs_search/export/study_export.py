@@ -16,7 +16,7 @@ import csv
 import io
 import json
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,17 +33,15 @@ if TYPE_CHECKING:
     import optuna
     from optuna.trial import FrozenTrial
 
-    from rs_search.specs import ArchSpec
-
-__all__ = ["ExportReport", "LatencyLookup", "NoFinishedTrial", "export_study"]
+__all__ = ["CachedLatency", "ExportReport", "NoFinishedTrial", "export_study"]
 
 _DEFAULT_OBJECTIVES = ("accuracy", "latency", "memory")
 INDEX_COLUMNS = ("trial", "file", "arch_key", "candidate_key", "depth", "width", "resolution",
                  "params_m", "gflops", "val_top1", "latency_ms", "memory_mb", "origin",
                  "hypervolume_contribution", "weights", "onnx")
 
-# (arch, hardware profile name) -> latency figures for the YAML, or None when not measured.
-LatencyLookup = Callable[["ArchSpec", str], "Mapping[str, Any] | None"]
+# arch key -> hardware profile name -> latency figures (``export.latency.read_cached_latency``)
+CachedLatency = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
 
 class NoFinishedTrial(RsSearchError):
@@ -134,7 +132,7 @@ def export_study(
     out: Path,
     storage_display: str = "",
     hardware: Sequence[str] = (),
-    latency_lookup: LatencyLookup | None = None,
+    cached_latency: CachedLatency | None = None,
     weights: bool = False,
     onnx: bool = False,
     artifacts: str | None = None,
@@ -142,8 +140,9 @@ def export_study(
 ) -> ExportReport:
     """Write the exportable Pareto front of ``study`` to ``out`` (see the module docstring).
 
-    ``hardware``: extra profile names whose cached latency is recorded (through
-    ``latency_lookup``). ``artifacts``: the checkpoint root the workers used (default: the one in
+    ``cached_latency``: the latency cache's figures (every profile is recorded);
+    ``hardware``: profile names that must appear ("not measured" when the cache lacks them).
+    ``artifacts``: the checkpoint root the workers used (default: the one in
     the study settings). Raises ``NoFinishedTrial`` (exit 2) when nothing can be exported.
     """
     objectives, directions, settings = _study_objectives(study)
@@ -170,7 +169,7 @@ def export_study(
         for entry in entries:
             doc, row = _document(study, entry, objectives=objectives, directions=directions,
                                  settings=settings, storage_display=storage_display,
-                                 hardware=hardware, latency_lookup=latency_lookup,
+                                 hardware=hardware, cached_latency=cached_latency or {},
                                  versions=versions, exported_at=exported_at,
                                  front_size=len(entries), exportable_count=exportable_count)
             number = entry.trial.number
@@ -211,7 +210,7 @@ def _document(
     settings: Any,
     storage_display: str,
     hardware: Sequence[str],
-    latency_lookup: LatencyLookup | None,
+    cached_latency: CachedLatency,
     versions: Mapping[str, str],
     exported_at: str,
     front_size: int,
@@ -220,18 +219,19 @@ def _document(
     trial = entry.trial
     candidate = Candidate.from_dict(trial.user_attrs["candidate"], where=f"trial {trial.number}")
     metrics = _metrics(trial, candidate, objectives, entry.values)
+    from rs_search.export.latency import figures_for
+
     latency: dict[str, Any] = {}
     target = dict(settings.target) if settings is not None else None
     measured = _study_latency(trial, objectives, entry.values, target)
     if measured is not None:
         latency[measured[0]] = measured[1]
-    for name in hardware:
-        if name in latency:
-            continue
-        found = latency_lookup(candidate.arch, name) if latency_lookup is not None else None
-        latency[name] = dict(found) if found is not None else {
-            "status": "not measured",
-            "hint": f"rs-search latency measure --hardware {name} (then export again)"}
+    for name, figures in figures_for(candidate.arch.key(), cached_latency, hardware,
+                                     study=study.study_name).items():
+        if name in latency and figures.get("status") == "ok":
+            latency[name] = {**figures, **latency[name]}  # the study's own figure, plus detail
+        else:
+            latency.setdefault(name, figures)
     origin = _origin(trial)
     provenance: dict[str, Any] = {
         "study": study.study_name,
