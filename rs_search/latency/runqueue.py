@@ -62,3 +62,23 @@ class RunQueueClock:
             self.close()
         except OSError:
             pass
+
+
+def contention_probe(seconds: float = 0.3) -> float:
+    """Share of ``seconds`` of single-thread busy work that this process spent waiting for a CPU:
+    about 0 on an idle machine, ``1 - cores / runnable tasks`` on a saturated one. A cheap look
+    at the machine before timing anything (tests and benchmarks report it)."""
+    import time
+
+    clock = RunQueueClock()
+    if not clock.available:
+        return 0.0
+    waited = clock.read()
+    start = time.perf_counter()
+    spins = 0
+    while time.perf_counter() - start < seconds:
+        spins += 1
+    elapsed = time.perf_counter() - start
+    share = (clock.read() - waited) / 1e9 / elapsed
+    clock.close()
+    return min(1.0, max(0.0, share))
