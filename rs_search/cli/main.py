@@ -60,9 +60,13 @@ for _module in (models_cmd, space_cmd, train_cmd, latency_cmd, search_cmd, selec
 
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
-    debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    args = list(argv if argv is not None else sys.argv[1:])
+    # --debug is accepted anywhere on the line (before or after the subcommand), as users type it.
+    debug = "--debug" in args
+    if debug:
+        args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=args, standalone_mode=False)
     except RsSearchError as exc:
         if debug:
             raise
