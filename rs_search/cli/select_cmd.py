@@ -68,7 +68,7 @@ def propose(
     try:
         settings = load_settings(opened.study)
         result = propose_for_study(opened.study, settings, n=n,
-                                   storage_url=opened.url.render_as_string(hide_password=False),
+                                   storage=opened.storage.engine,
                                    measure=measure, runnable_only=enqueue)
         queued = enqueue_proposals(opened.study, settings, result.proposals) if enqueue else []
     finally:
@@ -146,7 +146,7 @@ def scale(
         family, stopped = scaled_family(view, steps, rule=rule,  # type: ignore[arg-type]
                                         settings=RuleSettings())
         costs = StudyCosts.for_study(opened.study, settings, [view],
-                                     storage_url=opened.url.render_as_string(hide_password=False),
+                                     storage=opened.storage.engine,
                                      measure=measure)
         try:
             priced = [(p, costs(p)) for p in family]

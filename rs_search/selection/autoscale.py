@@ -116,7 +116,7 @@ def existing_keys(study: optuna.Study) -> dict[str, int]:
 class StudyCosts:
     """Cost of a proposal on the study's target profile (see the module docstring)."""
 
-    storage_url: str | None
+    storage: Any  # a URL or an SQLAlchemy engine holding the latency cache; None: no cache
     target: dict[str, Any]
     views: dict[int, TrialView]
     source_latency: dict[int, float] = field(default_factory=dict)
@@ -126,14 +126,17 @@ class StudyCosts:
 
     @classmethod
     def for_study(cls, study: optuna.Study, settings: StudySettings, views: Sequence[TrialView],
-                  *, storage_url: str | None, measure: bool = False) -> StudyCosts:
+                  *, storage: Any = None, measure: bool = False) -> StudyCosts:
+        """``storage``: the latency cache's database (URL or engine); None: the study's own
+        engine (one connection pool per process, DESIGN.md section 5)."""
         latency: dict[int, float] = {}
         objectives = list(settings.objectives)
         index = objectives.index("latency") if "latency" in objectives else None
         for v in views:
             if index is not None and v.values is not None:
                 latency[v.number] = v.values[index]
-        return cls(storage_url=storage_url, target=dict(settings.target),
+        return cls(storage=storage if storage is not None else study_engine(study),
+                   target=dict(settings.target),
                    views={v.number: v for v in views}, source_latency=latency, measure=measure)
 
     def _open(self) -> None:
@@ -142,10 +145,10 @@ class StudyCosts:
         from rs_search.latency.profiles import HardwareProfile
 
         self._profile = HardwareProfile.from_dict(dict(self.target))
-        if self.storage_url is not None:
+        if self.storage is not None:
             from rs_search.latency.cache import LatencyCache
 
-            self._cache = LatencyCache(self.storage_url)
+            self._cache = LatencyCache(self.storage)
 
     def close(self) -> None:
         if self._cache is not None:
@@ -185,6 +188,13 @@ def _float_or_none(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
+def study_engine(study: optuna.Study) -> Any:
+    """The SQLAlchemy engine of the study's RDBStorage (behind Optuna's cache wrapper), or None
+    for a storage without one (in-memory studies: no latency cache)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return getattr(storage, "engine", None)
+
+
 # -- proposing and enqueuing ---------------------------------------------------------------------
 
 
@@ -217,7 +227,7 @@ def propose_for_study(
     settings: StudySettings,
     *,
     n: int = 1,
-    storage_url: str | None = None,
+    storage: Any = None,
     measure: bool = False,
     rules: RuleSettings | None = None,
     runnable_only: bool = False,
@@ -227,7 +237,7 @@ def propose_for_study(
     space = settings.search_space()
     rules = rules or RuleSettings(space=space)
     views = study_views(study, settings)
-    costs = StudyCosts.for_study(study, settings, views, storage_url=storage_url, measure=measure)
+    costs = StudyCosts.for_study(study, settings, views, storage=storage, measure=measure)
     try:
         return propose(views, n=n, settings=rules,
                        limits=Limits.from_mapping(settings.constraints), cost_fn=costs,
@@ -336,7 +346,7 @@ def maybe_auto_scale(
     trial: FrozenTrial,
     *,
     settings: StudySettings | None = None,
-    storage_url: str | None = None,
+    storage: Any = None,
     every: int = 1,
     measure: bool = False,
     echo: Callable[[str], None] | None = None,
@@ -363,7 +373,7 @@ def maybe_auto_scale(
         return []
     if settings.n_trials is not None and not _empty_slots(study):
         return []
-    result = propose_for_study(study, settings, n=1, storage_url=storage_url, measure=measure,
+    result = propose_for_study(study, settings, n=1, storage=storage, measure=measure,
                                runnable_only=True)
     done = enqueue_proposals(study, settings, result.proposals)
     if echo is not None:
@@ -384,14 +394,14 @@ class AutoScale:
     search goes on without the proposal."""
 
     settings: StudySettings | None = None
-    storage_url: str | None = None
+    storage: Any = None
     every: int = 1
     measure: bool = False
     echo: Callable[[str], None] | None = None
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         try:
-            maybe_auto_scale(study, trial, settings=self.settings, storage_url=self.storage_url,
+            maybe_auto_scale(study, trial, settings=self.settings, storage=self.storage,
                              every=self.every, measure=self.measure, echo=self.echo)
         except Exception as exc:  # noqa: BLE001 - a proposal must never stop a worker
             _log.warning("auto-scale after trial %d failed: %s: %s", trial.number,
