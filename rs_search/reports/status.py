@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import DateTime, Integer, String, column, func, select, table
+from sqlalchemy import DateTime, Integer, String, cast, column, func, select, table
 
 from rs_search.reports.front import ranks
 from rs_search.reports.records import TrialRecord, compute_spent
@@ -85,7 +85,8 @@ def heartbeat_ages(engine: Engine, study_id: int) -> dict[int, float]:
     query = (
         select(_trials.c.number, _heartbeats.c.heartbeat)
         .select_from(_heartbeats.join(_trials, _trials.c.trial_id == _heartbeats.c.trial_id))
-        .where(_trials.c.study_id == study_id, _trials.c.state == "RUNNING")
+        # The state is a PostgreSQL enum (``trialstate``) and a string on SQLite: compare as text.
+        .where(_trials.c.study_id == study_id, cast(_trials.c.state, String) == "RUNNING")
     )
     with engine.connect() as conn:
         now = conn.execute(select(func.now())).scalar_one()

@@ -9,6 +9,7 @@ from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from rs_search.specs import ArchSpec, Candidate, RecipeSpec
@@ -103,7 +104,9 @@ def add_trial(
 def new_study(
     storage: str | None = None, *, name: str = "demo", memory: bool = False
 ) -> optuna.Study:
-    directions = ["maximize", "minimize"] + (["minimize"] if memory else [])
+    directions = [StudyDirection.MAXIMIZE, StudyDirection.MINIMIZE]
+    if memory:
+        directions.append(StudyDirection.MINIMIZE)
     study = optuna.create_study(storage=storage, study_name=name, directions=directions)
     study.set_user_attr("budget_epochs", 10)
     study.set_user_attr("trial_budget", 12)
