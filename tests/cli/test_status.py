@@ -1,0 +1,281 @@
+"""``rs-search status``: the real command against a search in progress on real PostgreSQL.
+
+The workers here are real processes running real ``study.optimize`` with Optuna's heartbeat (the
+way ``rs-search worker`` runs trials), claiming trials from the queue of waiting trials that
+``rs-search start`` enqueues; their objective reports a curve and then holds until the test
+releases it, so every count the status reports can be checked against the study at a moment
+when nothing moves. Killing a worker shows the heartbeat going stale.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from rs_search.reports.status import STATES, study_status
+from rs_search.reports.study_info import StudyInfo
+from rs_search.search.settings import StudySettings
+from tests.reports.factory import demo_study
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+ROOT = Path(__file__).resolve().parents[2]
+STUDY = "status-live"
+GRACE = 3
+
+# A worker: claims one waiting trial through study.optimize (heartbeat every second), writes the
+# trial contract's attributes and a two-epoch curve, then waits for its release file.
+WORKER = r"""
+import os, socket, sys, time
+from pathlib import Path
+import optuna
+from optuna.storages import RDBStorage
+
+url, study_name, gates = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+storage = RDBStorage(url, heartbeat_interval=1, grace_period=3)
+study = optuna.load_study(study_name=study_name, storage=storage)
+
+def objective(trial):
+    width = 0.25 * (1 + trial.number % 2)
+    arch = {"layout": [1, 1, 1, 1], "width": width, "resolution": 32, "num_classes": 10}
+    trial.set_user_attr("arch", arch)
+    trial.set_user_attr("candidate", {"arch": arch, "recipe": {"epochs": 2}})
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
+    curve = []
+    for epoch in (1, 2):
+        curve.append({"epoch": epoch, "train_top1": 40.0 + epoch, "val_top1": 38.0 + epoch,
+                      "epoch_seconds": 1.5})
+        trial.set_user_attr("curve", curve)
+    (gates / f"running-{trial.number}").write_text(str(os.getpid()))
+    while not (gates / f"release-{trial.number}").exists():
+        time.sleep(0.1)
+    return 50.0 + trial.number, 1.0 + width
+
+study.optimize(objective, n_trials=1)
+"""
+
+
+def status_json(storage: str) -> dict[str, Any]:
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rs_search.cli.main",
+            "status",
+            "--study",
+            STUDY,
+            "--storage",
+            storage,
+            "--json",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def real_counts(storage: str) -> dict[str, int]:
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    counts = Counter(t.state.name for t in study.get_trials(deepcopy=False))
+    return {state: counts.get(state, 0) for state in STATES}
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+@pytest.fixture
+def workers(
+    postgres_url: str, tmp_path: Path
+) -> Iterator[tuple[list[subprocess.Popen[str]], Path]]:
+    settings = StudySettings(
+        space={},
+        space_fingerprint="test",
+        budget_epochs=2,
+        n_trials=4,
+        target={"name": "cpu-fp32-b8"},
+        heartbeat_interval=1,
+        grace_period=GRACE,
+    )
+    study = optuna.create_study(
+        storage=postgres_url, study_name=STUDY, directions=["maximize", "minimize"]
+    )
+    for key, value in settings.user_attrs().items():
+        study.set_user_attr(key, value)
+    for slot in range(4):  # the trial budget as a queue, as rs-search start enqueues it
+        study.enqueue_trial({}, user_attrs={"rs_slot": slot})
+    gates = tmp_path / "gates"
+    gates.mkdir()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WORKER, postgres_url, STUDY, str(gates)],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    try:
+        yield procs, gates
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+@pytest.mark.slow
+def test_status_matches_the_study_during_a_search(
+    postgres_url: str, workers: tuple[list[subprocess.Popen[str]], Path]
+) -> None:
+    procs, gates = workers
+    wait_for(lambda: len(list(gates.glob("running-*"))) == 2, "two workers to be training")
+    running = sorted(int(p.name.split("-")[1]) for p in gates.glob("running-*"))
+    pids = {int((gates / f"running-{n}").read_text()): n for n in running}
+    time.sleep(1.5)  # at least one heartbeat after the curve was written
+
+    before = real_counts(postgres_url)
+    status = status_json(postgres_url)
+    assert status["states"] == before == real_counts(postgres_url)
+    assert before == {"RUNNING": 2, "WAITING": 2, "COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    assert status["total"] == 4 and status["trial_budget"] == 4
+    assert status["live_workers"] == 2 and status["stale_trials"] == 0
+    assert sorted(w["trial"] for w in status["workers"]) == running
+    for row in status["workers"]:
+        host_pid = row["worker"]
+        assert pids[int(host_pid.rsplit(":", 1)[1])] == row["trial"]
+        assert row["live"] and 0 <= row["heartbeat_age_s"] <= GRACE
+        assert (row["epoch"], row["epochs"], row["val_top1"]) == (2, 2, 40.0)
+    assert status["epochs_spent"] == 4 and status["epochs_budget"] == 8
+    assert status["device_hours"] == pytest.approx(4 * 1.5 / 3600)
+    assert status["front"] == [] and status["eta_s"] is None
+
+    # One trial finishes: its worker leaves (one trial each), the other keeps training.
+    done = running[0]
+    (gates / f"release-{done}").write_text("")
+    finished_proc = next(p for p in procs if p.pid == next(k for k, v in pids.items() if v == done))
+    assert finished_proc.wait(timeout=60) == 0, finished_proc.communicate()
+    status = status_json(postgres_url)
+    assert status["states"] == real_counts(postgres_url)
+    assert status["states"] == {"RUNNING": 1, "WAITING": 2, "COMPLETE": 1, "PRUNED": 0, "FAIL": 0}
+    assert status["live_workers"] == 1
+    assert [w["trial"] for w in status["workers"]] == [running[1]]
+    assert [f["trial"] for f in status["front"]] == [done]
+    assert status["front"][0]["values"] == [50.0 + done, 1.0 + 0.25 * (1 + done % 2)]
+    assert status["eta_s"] is not None and status["eta_s"] > 0
+
+    # The other worker dies without a word: its trial stays RUNNING but its heartbeat goes stale.
+    survivor = next(p for p in procs if p.poll() is None)
+    os.kill(survivor.pid, signal.SIGKILL)
+    survivor.wait(timeout=30)
+    time.sleep(GRACE + 1)
+    status = status_json(postgres_url)
+    assert status["states"] == real_counts(postgres_url)
+    assert status["states"]["RUNNING"] == 1
+    assert status["live_workers"] == 0 and status["stale_trials"] == 1
+    (row,) = status["workers"]
+    assert not row["live"] and row["heartbeat_age_s"] > GRACE
+
+
+def test_status_text_and_unknown_study(postgres_url: str) -> None:
+    demo_study(postgres_url, name=STUDY)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rs_search.cli.main",
+            "status",
+            "--study",
+            STUDY,
+            "--storage",
+            postgres_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"study {STUDY} on cpu-fp32-b8: 9 trials" in out
+    assert "1 running" in out and "7 complete" in out and "1 fail" in out
+    assert "compute: 62 of at most 120 epochs" in out
+    assert "Pareto front (3 trials)" in out
+    assert "ETA:" in out
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rs_search.cli.main",
+            "status",
+            "--study",
+            "nope",
+            "--storage",
+            postgres_url,
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        f"error: study 'nope' not found in {postgres_url}; studies there: {STUDY}"
+    )
+
+
+def test_study_status_eta_and_compute_from_records() -> None:
+    """The pure step: ETA from the rate trials finished at, compute against the budget."""
+    from datetime import timedelta
+
+    from rs_search.reports.records import study_records
+    from tests.reports.factory import T0
+
+    records = study_records(demo_study())
+    info = StudyInfo(
+        name="demo",
+        target="t",
+        budget_epochs=10,
+        trial_budget=12,
+        objectives=("accuracy", "latency"),
+        grace_s=120,
+    )
+    now = T0 + timedelta(hours=2)
+    status = study_status(records, info, heartbeats={8: 5.0}, now=now, finished=8)
+    # 8 trials finished in the 2 h since the first started: 4 left take another hour.
+    assert status.eta_s == pytest.approx(3600.0)
+    assert "8 trials finished" in status.eta_basis
+    assert status.epochs_spent == 62 and status.epochs_budget == 120
+    assert status.live_workers == 1 and status.workers[0].trial == 8
+    assert [f.trial for f in status.front] == [3, 4, 5]
+    stale = study_status(records, info, heartbeats={8: 500.0}, now=now)
+    assert stale.live_workers == 0 and stale.stale_trials == 1
+    spent = study_status(records, info, heartbeats={}, now=now, finished=12)
+    assert spent.eta_s == 0.0 and spent.eta_basis == "trial budget spent"
+    open_ended = StudyInfo(
+        name="d", target="t", budget_epochs=None, trial_budget=None, objectives=()
+    )
+    assert study_status(records, open_ended, heartbeats={}, now=now).eta_s is None
+    assert TrialState.RUNNING.name in STATES
