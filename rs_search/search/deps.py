@@ -6,6 +6,8 @@ Keeping the calls here means the objective and the DDP loop depend on two small 
 
 from __future__ import annotations
 
+import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +15,8 @@ from typing import Any, Protocol
 
 from rs_search.errors import CandidateOutOfMemory, RsSearchError
 from rs_search.specs import ArchSpec, Candidate
+
+ENV_LATENCY_WAIT = "RS_SEARCH_LATENCY_WAIT_S"
 
 
 class LatencyUnavailable(RsSearchError):
@@ -32,32 +36,56 @@ class LatencySource(Protocol):
 
 
 class CachedLatency:
-    """Latency and peak memory from the shared cache table, measured here on a miss."""
+    """Latency and peak memory from the shared cache table (``rs_search.latency.cache``).
 
-    def __init__(self, storage_url: str, target: Mapping[str, Any]) -> None:
+    A figure already in the table for the target profile is used whichever machine measured it
+    (a latency worker on the deployment hardware may have filled it). Otherwise, when this
+    machine has the target's device type, the figure is measured here under the cache's claim
+    (so concurrent workers measure an architecture once); when it does not (a CUDA target seen
+    from a CPU worker), the worker waits up to ``wait_s`` for a latency worker to store it.
+    """
+
+    def __init__(self, storage: Any, target: Mapping[str, Any], *,
+                 wait_s: float | None = None, poll_s: float = 5.0) -> None:
+        from rs_search.latency.cache import LatencyCache
         from rs_search.latency.profiles import HardwareProfile
 
         self._profile = HardwareProfile.from_dict(dict(target))
-        self._measure: Callable[[ArchSpec, Any], Any]
-        try:
-            from rs_search.latency import LatencyCache  # type: ignore[attr-defined]
-        except ImportError:  # the cache has not landed: measure every time
-            from rs_search.latency.measure import measure
+        self._cache = LatencyCache(storage)
+        env = os.environ.get(ENV_LATENCY_WAIT)
+        self._wait_s = wait_s if wait_s is not None else float(env) if env else 3600.0
+        self._poll_s = poll_s
 
-            self._measure = measure
-        else:
-            self._measure = LatencyCache(storage_url).get_or_measure
+    def _local(self) -> bool:
+        if self._profile.device_type == "cpu":
+            return True
+        import torch
+
+        return bool(torch.cuda.is_available())
 
     def figures(self, arch: ArchSpec) -> LatencyFigures:
-        result = self._measure(arch, self._profile)
-        status = getattr(result, "status", "ok")
-        if status == "oom":
-            raise CandidateOutOfMemory(f"does not fit on {self._profile.name} for inference")
-        if status != "ok":
-            detail = getattr(result, "error", None) or getattr(result, "message", None) or status
-            raise LatencyUnavailable(f"latency on {self._profile.name}: {detail}")
-        return LatencyFigures(median_ms=float(result.median_ms), p90_ms=float(result.p90_ms),
-                              memory_mb=float(result.peak_memory_mb), profile=self._profile.name)
+        result = self._cache.get(arch, self._profile, any_device=True)
+        if result is None and self._local():
+            result = self._cache.get_or_measure(arch, self._profile)
+        deadline = time.monotonic() + self._wait_s
+        while result is None:
+            if time.monotonic() >= deadline:
+                raise LatencyUnavailable(
+                    f"no latency figure for {arch.label} width {arch.width:g} at "
+                    f"{arch.resolution}px on {self._profile.name} after {self._wait_s:.0f}s; this "
+                    f"machine has no {self._profile.device_type} device: run rs-search "
+                    "latency-worker on the target hardware")
+            time.sleep(self._poll_s)
+            result = self._cache.get(arch, self._profile, any_device=True)
+        if result.status == "oom":
+            raise CandidateOutOfMemory(f"does not fit on {self._profile.name} for inference "
+                                       f"({result.error or 'out of memory'})")
+        if result.status != "ok" or result.median_ms is None:
+            raise LatencyUnavailable(f"latency on {self._profile.name}: {result.error}")
+        return LatencyFigures(median_ms=float(result.median_ms),
+                              p90_ms=float(result.p90_ms or result.median_ms),
+                              memory_mb=float(result.peak_memory_mb or 0.0),
+                              profile=self._profile.name)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -13,6 +13,7 @@ normally does.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 from typing import Any
 
@@ -160,7 +161,9 @@ def create_or_resume(
         raise RsSearchError(f"study {study_name!r} was just created by someone else; "
                             "run the command again to resume it") from None
     try:
-        study.set_metric_names([_metric_name(o) for o in settings.objectives])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([_metric_name(o) for o in settings.objectives])
         for key, value in settings.user_attrs().items():
             study.set_user_attr(key, value)
     except BaseException:

@@ -31,7 +31,7 @@ from types import FrameType
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from rs_search.errors import TrialInterrupted
 from rs_search.search import attrs
@@ -41,7 +41,6 @@ from rs_search.search.objective import TRIAL_FAILURES, Objective, TrainLauncher
 from rs_search.search.settings import StudySettings
 from rs_search.search.storage import count_states
 from rs_search.search.study import QueueEmpty, join_study
-from rs_search.storage.url import resolve_storage_url
 
 _log = logging.getLogger("rs_search.search")
 
@@ -78,6 +77,9 @@ class WorkerReport:
     reason: str
 
 
+ENV_AUTO_SCALE = "RS_SEARCH_AUTO_SCALE"  # "1": run the scaling rules after each trial (start)
+
+
 def run_worker(
     *,
     study_name: str,
@@ -92,16 +94,17 @@ def run_worker(
     sampler_seed: int | None = None,
     world_size: int = 1,
     loader_workers: int | None = None,
+    auto_scale: bool = False,
 ) -> WorkerReport:
     """Join ``study_name`` and run trials until the budget is spent, the timeout passes,
-    ``max_trials`` have run here, or SIGTERM arrives."""
+    ``max_trials`` have run here, or SIGTERM arrives. ``auto_scale`` (or
+    ``$RS_SEARCH_AUTO_SCALE=1``): after each sampler trial, enqueue a scaling-rule proposal."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if stop is None:
         stop = StopFlag()
         stop.install()
     study, settings = join_study(study_name, storage, sampler_seed=sampler_seed)
-    url = resolve_storage_url(storage)
     store = CheckpointStore.from_spec(artifacts or settings.artifacts)
     launcher = (make_launcher(settings) if make_launcher is not None
                 else LocalTrain(data=settings.data, device=device, num_workers=loader_workers))
@@ -109,7 +112,8 @@ def run_worker(
         study_name=study_name,
         settings=settings,
         space=settings.search_space(),
-        latency=CachedLatency(url.render_as_string(hide_password=False), settings.target),
+        # The latency cache shares the study storage's engine: one pool per process.
+        latency=CachedLatency(_engine_of(study), settings.target),
         launcher=launcher,
         checkpoints=store,
         should_stop=stop,
@@ -121,8 +125,13 @@ def run_worker(
     rungs = ",".join(map(str, settings.rungs)) or "none"
     echo(f"worker {me} joined study {study_name!r}: {budget}, {settings.budget_epochs} epochs "
          f"per trial, halving rungs at epochs {rungs}")
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
+    if auto_scale or os.environ.get(ENV_AUTO_SCALE) == "1":  # issue 6: the rules feed the queue
+        from rs_search.selection.autoscale import AutoScale
+
+        callbacks.append(AutoScale(settings=settings, echo=echo))
     return _loop(study, settings, objective, stop=stop, timeout_s=timeout_s,
-                 max_trials=max_trials, echo=echo)
+                 max_trials=max_trials, echo=echo, callbacks=callbacks)
 
 
 def _loop(
@@ -134,6 +143,7 @@ def _loop(
     timeout_s: float | None,
     max_trials: int | None,
     echo: Callable[[str], None],
+    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
 ) -> WorkerReport:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     interval, _ = settings.heartbeat()
@@ -159,7 +169,8 @@ def _loop(
                 stop.wait(poll)  # a running trial may still go stale and come back
                 continue
         try:
-            study.optimize(objective, n_trials=1, catch=catch, gc_after_trial=True)
+            study.optimize(objective, n_trials=1, catch=catch, gc_after_trial=True,
+                           callbacks=callbacks)
         except QueueEmpty:
             continue
         except TrialInterrupted:
@@ -167,6 +178,13 @@ def _loop(
             echo(f"trial {objective.current}: handed back (a retry is queued); worker exits")
             return WorkerReport(trials_run=ran, interrupted=True, reason="stopped by signal")
         ran += 1
+
+
+def _engine_of(study: optuna.Study) -> object:
+    """The SQLAlchemy engine of the study's RDBStorage (behind Optuna's cache wrapper)."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    return storage.engine
 
 
 def _hand_back(study: optuna.Study, number: int | None) -> None:

@@ -1,0 +1,85 @@
+"""A worker killed mid-trial: the trial goes stale, another worker retries it from the checkpoint;
+SIGTERM checkpoints and hands the trial back (issue 5, item 5). Real processes, real PostgreSQL,
+Optuna heartbeats of 1 s with a 3 s grace period."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import pytest
+from optuna.trial import TrialState
+
+from tests.search.conftest import cli, cli_env, load, make_study, wait_for
+
+pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+
+
+def _worker(storage: str, study: str, cwd) -> subprocess.Popen[str]:
+    return subprocess.Popen(cli("worker", "--study", study, "--device", "cpu",
+                                "--loader-workers", "0"),
+                            env=cli_env(storage), cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+
+def _epochs_reported(storage: str, study: str, number: int) -> int:
+    trials = load(study, storage).get_trials(deepcopy=False)
+    if len(trials) <= number:
+        return 0
+    return len(trials[number].user_attrs.get("curve", []))
+
+
+def _check_resumed(storage: str, study: str, art, *, budget: int) -> None:
+    trials = load(study, storage).get_trials()
+    original = trials[0]
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == 0]
+    assert original.state == TrialState.FAIL
+    assert "fail_reason" not in original.user_attrs  # not a failure of the candidate
+    assert len(retries) == 1, [(t.number, t.state) for t in trials]
+    retry = retries[0]
+    assert retry.state == TrialState.COMPLETE, retry.user_attrs.get("fail_reason")
+    assert retry.params == original.params
+    # resumed from the checkpoint, not from epoch 0: its first trained epoch is past epoch 1
+    assert retry.user_attrs["resumed_from_epoch"] >= 1
+    assert [row["epoch"] for row in retry.user_attrs["curve"]] == list(range(1, budget + 1))
+    assert retry.values[0] == pytest.approx(retry.user_attrs["curve"][-1]["val_top1"])
+    # the retry trained in the original's checkpoint folder
+    assert (art / study / "trial-0").is_dir()
+    assert not (art / study / f"trial-{retry.number}").exists()
+
+
+def test_sigkill_mid_trial_is_retried_from_checkpoint(postgres_url, tmp_path):
+    art = make_study(postgres_url, tmp_path, "killed", trials=1, budget=3)
+    a = _worker(postgres_url, "killed", tmp_path)
+    try:
+        wait_for(lambda: _epochs_reported(postgres_url, "killed", 0) >= 1, timeout=240,
+                 what="epoch 1 of trial 0")
+        assert a.poll() is None, a.communicate()[0]
+    finally:
+        a.kill()  # SIGKILL: no checkpoint, no goodbye; only the heartbeat stops
+        a.wait()
+    assert _epochs_reported(postgres_url, "killed", 0) < 3  # killed mid-trial
+    b = _worker(postgres_url, "killed", tmp_path)
+    out, _ = b.communicate(timeout=300)
+    assert b.returncode == 0, out
+    _check_resumed(postgres_url, "killed", art, budget=3)
+    assert "budget spent" in out
+
+
+def test_sigterm_checkpoints_and_hands_back(postgres_url, tmp_path):
+    art = make_study(postgres_url, tmp_path, "termed", trials=1, budget=3)
+    a = _worker(postgres_url, "termed", tmp_path)
+    wait_for(lambda: _epochs_reported(postgres_url, "termed", 0) >= 1, timeout=240,
+             what="epoch 1 of trial 0")
+    os.kill(a.pid, signal.SIGTERM)
+    out, _ = a.communicate(timeout=120)
+    assert a.returncode == 0, out
+    assert "handed back" in out
+    trials = load("termed", postgres_url).get_trials()
+    assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["interrupted"] is True
+    assert [t.state for t in trials[1:]] == [TrialState.WAITING]  # queued at once, no grace wait
+    b = _worker(postgres_url, "termed", tmp_path)
+    out, _ = b.communicate(timeout=300)
+    assert b.returncode == 0, out
+    _check_resumed(postgres_url, "termed", art, budget=3)
