@@ -57,7 +57,7 @@ def report(
 
     opened = open_study(study, storage)
     try:
-        info, records, sections = study_sections(opened.study)
+        info, records, sections = study_sections(opened.study, storage_url=opened.url)
     finally:
         opened.storage.engine.dispose()
     path = write_atomic(out, render_html(info, records, sections))

@@ -24,11 +24,13 @@ from rs_search.reports.curves import learning_data, proposals_data
 from rs_search.reports.front import hypervolume_data, pareto_data
 from rs_search.reports.records import TrialRecord, study_records
 from rs_search.reports.scaling import scaling_data
+from rs_search.reports.source import cached_measurements
 from rs_search.reports.study_info import StudyInfo, study_info
 
 if TYPE_CHECKING:
     import optuna
     import plotly.graph_objects as go
+    from sqlalchemy.engine import URL
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -99,10 +101,23 @@ def build_sections(
     ]
 
 
-def study_sections(study: optuna.Study) -> tuple[StudyInfo, list[TrialRecord], list[Section]]:
+def study_sections(
+    study: optuna.Study, *, storage_url: URL | None = None
+) -> tuple[StudyInfo, list[TrialRecord], list[Section]]:
+    """Everything the report shows; with ``storage_url`` the latency cache of that database adds
+    a Pareto panel per other hardware profile and memory figures trials lack."""
     records = study_records(study)
     info = study_info(study)
-    return info, records, build_sections(records, info)
+    if storage_url is None:
+        return info, records, build_sections(records, info)
+    cached = cached_measurements(storage_url, target=info.target)
+    sections = build_sections(
+        records,
+        info,
+        other_profiles=cached.latency_by_profile,
+        memory_by_arch=cached.memory_by_arch,
+    )
+    return info, records, sections
 
 
 def render_html(

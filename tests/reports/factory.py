@@ -164,3 +164,36 @@ def demo_study(storage: str | None = None, *, name: str = "demo") -> optuna.Stud
         curve=make_curve(4, final_val=30.0),
     )
     return study
+
+
+def cache_latency(storage: str, figures: dict[ArchSpec, float], *, profile: str) -> None:
+    """Store latency figures for ``profile`` in the study database's latency cache, as a latency
+    worker on that hardware would (``rs-search latency-worker``)."""
+    from rs_search.latency.cache import LatencyCache
+    from rs_search.latency.profiles import BUILTIN_PROFILES
+    from rs_search.latency.result import LatencyResult
+
+    hardware = BUILTIN_PROFILES[profile]
+    with LatencyCache(storage) as cache:
+        for arch, median_ms in figures.items():
+            cache.put(
+                arch,
+                hardware,
+                LatencyResult(
+                    arch_key=arch.key(),
+                    profile_name=hardware.name,
+                    profile_key=hardware.key(),
+                    device_name="test accelerator",
+                    torch_version="test",
+                    status="ok",
+                    median_ms=median_ms,
+                    p90_ms=median_ms * 1.05,
+                    spread=0.01,
+                    peak_memory_mb=64.0,
+                    iterations=50,
+                    repeats=5,
+                    stable=True,
+                    measured_at="2025-01-01T12:00:00+00:00",
+                    batch_size=hardware.batch_size,
+                ),
+            )

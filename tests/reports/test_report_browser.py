@@ -16,7 +16,7 @@ import optuna
 import pytest
 
 from tests.reports.browser import Browser, find_chromium
-from tests.reports.factory import demo_study
+from tests.reports.factory import cache_latency, demo_study, small_arch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -100,6 +100,12 @@ def test_report_of_a_study_opens_offline_in_chromium(
     postgres_url: str, chromium: str, tmp_path: Path
 ) -> None:
     demo_study(postgres_url, name="browser-demo")
+    # A latency worker on other hardware measured two of the architectures.
+    cache_latency(
+        postgres_url,
+        {small_arch((1, 1, 1, 1), 0.25, 32): 0.9, small_arch((2, 2, 2, 2), 0.25, 32): 0.5},
+        profile="cuda-fp16-b1",
+    )
     out = tmp_path / "reports" / "demo.html"
     png_dir = tmp_path / "png"
     result = rs_search(
@@ -131,6 +137,9 @@ def test_report_of_a_study_opens_offline_in_chromium(
         ARTIFACTS.mkdir(exist_ok=True)
         shot = browser.screenshot(ARTIFACTS / "report.png")
         title = browser.evaluate("document.querySelector('h1').textContent")
+        panels = browser.evaluate(
+            "document.getElementById('fig-pareto').layout.annotations.map(a => a.text)"
+        )
 
     assert [p["id"] for p in plots] == [f"fig-{key}" for key in FIGURES]
     for plot in plots:
@@ -139,6 +148,7 @@ def test_report_of_a_study_opens_offline_in_chromium(
     assert errors == []
     assert requests and all(url.startswith(("file:", "data:")) for url in requests), requests
     assert title == "Study browser-demo"
+    assert panels == ["target: cpu-fp32-b8", "target: cuda-fp16-b1"]  # one per hardware
     assert shot.stat().st_size > 50_000
     width, height = png_size(shot)
     assert width == 1400 and height > 3000  # the whole page, every figure
