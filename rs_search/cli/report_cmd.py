@@ -160,12 +160,12 @@ def _print_status(result: object) -> None:
 
     assert isinstance(result, StudyStatus)
     states = ", ".join(f"{n} {s.lower()}" for s, n in result.states.items())
-    budget = f" of {result.trial_budget}" if result.trial_budget else ""
     console.print(
-        f"study [bold]{result.study}[/] on {result.target}: {result.total} trials"
-        f"{budget} ({states})",
+        f"study [bold]{result.study}[/] on {result.target}: {result.total} trials ({states})",
         soft_wrap=True,
     )
+    if result.trial_budget:
+        console.print(f"budget: {result.finished} of {result.trial_budget} trials finished")
     if result.epochs_budget:
         console.print(
             f"compute: {result.epochs_spent} of at most {result.epochs_budget} epochs "

@@ -64,7 +64,8 @@ class StudyStatus:
     target: str
     objectives: tuple[str, ...]
     states: Mapping[str, int]  # Optuna TrialState name -> count, every state listed
-    total: int
+    total: int  # every trial, retries and waiting slots included
+    finished: int  # trials that count against the trial budget
     trial_budget: int | None
     workers: tuple[WorkerRow, ...]
     live_workers: int
@@ -153,6 +154,7 @@ def study_status(
         objectives=info.objectives,
         states=states,
         total=len(records),
+        finished=finished,
         trial_budget=info.trial_budget,
         workers=workers,
         live_workers=sum(1 for w in workers if w.live),

@@ -160,7 +160,7 @@ def test_status_matches_the_study_during_a_search(
     status = status_json(postgres_url)
     assert status["states"] == before == real_counts(postgres_url)
     assert before == {"RUNNING": 2, "WAITING": 2, "COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
-    assert status["total"] == 4 and status["trial_budget"] == 4
+    assert status["total"] == 4 and status["trial_budget"] == 4 and status["finished"] == 0
     assert status["live_workers"] == 2 and status["stale_trials"] == 0
     assert sorted(w["trial"] for w in status["workers"]) == running
     for row in status["workers"]:
@@ -180,7 +180,7 @@ def test_status_matches_the_study_during_a_search(
     status = status_json(postgres_url)
     assert status["states"] == real_counts(postgres_url)
     assert status["states"] == {"RUNNING": 1, "WAITING": 2, "COMPLETE": 1, "PRUNED": 0, "FAIL": 0}
-    assert status["live_workers"] == 1
+    assert status["live_workers"] == 1 and status["finished"] == 1
     assert [w["trial"] for w in status["workers"]] == [running[1]]
     assert [f["trial"] for f in status["front"]] == [done]
     assert status["front"][0]["values"] == [50.0 + done, 1.0 + 0.25 * (1 + done % 2)]
@@ -221,6 +221,7 @@ def test_status_text_and_unknown_study(postgres_url: str) -> None:
     out = result.stdout
     assert f"study {STUDY} on cpu-fp32-b8: 9 trials" in out
     assert "1 running" in out and "7 complete" in out and "1 fail" in out
+    assert "budget: 7 of 12 trials finished" in out  # a failure without a reason is retried
     assert "compute: 62 of at most 120 epochs" in out
     assert "Pareto front (3 trials)" in out
     assert "ETA:" in out
