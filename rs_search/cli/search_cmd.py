@@ -6,6 +6,7 @@ Thin: parse, call ``rs_search.search``, print. Every input problem is an ``RsSea
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -64,6 +65,10 @@ def start(
     loader_workers: Annotated[int | None, typer.Option("--loader-workers", help="DataLoader "
                                                        "processes per worker (default: the "
                                                        "engine's choice).")] = None,
+    auto_scale: Annotated[bool, typer.Option("--auto-scale", help="After each trial from the "
+                                             "sampler, enqueue one candidate proposed by the "
+                                             "paper's scaling rules (see rs-search propose).")
+                          ] = False,
 ) -> None:
     """Create (or resume) a study, print the compute estimate, run local workers, show progress,
     and print the Pareto front with the commands that export and report it."""
@@ -95,6 +100,10 @@ def start(
                   f"{Path(settings.artifacts) / plan.study_name / 'logs'}")
     del opt_study
     watcher, _ = join_study(plan.study_name, plan.storage_url, queued=False)
+    if auto_scale:  # the workers inherit the environment (issue 6)
+        from rs_search.search.worker import ENV_AUTO_SCALE
+
+        os.environ[ENV_AUTO_SCALE] = "1"
     local = launch.LocalWorkers.spawn(plan, Path(settings.artifacts) / plan.study_name / "logs")
     last = {"line": ""}
 
@@ -152,6 +161,10 @@ def worker(
     loader_workers: Annotated[int | None, typer.Option("--loader-workers", help="DataLoader "
                                                        "processes per rank (default: the "
                                                        "engine's choice).")] = None,
+    auto_scale: Annotated[bool, typer.Option("--auto-scale", help="After each trial from the "
+                                             "sampler, enqueue one candidate proposed by the "
+                                             "paper's scaling rules (see rs-search propose).")
+                          ] = False,
 ) -> None:
     """Join a study from any machine and run its trials until the trial budget is spent or the
     worker is stopped (SIGTERM checkpoints the running trial and hands it back; exit 0)."""
@@ -170,6 +183,10 @@ def worker(
     if nproc > 1:
         from rs_search.search import ddp
 
+        if auto_scale:  # rank 0 inherits the environment (issue 6)
+            from rs_search.search.worker import ENV_AUTO_SCALE
+
+            os.environ[ENV_AUTO_SCALE] = "1"
         code = ddp.launch(nproc=nproc, study_name=study,
                           storage_url=url.render_as_string(hide_password=False), device=device,
                           artifacts=artifacts, timeout_s=timeout_s,
@@ -182,6 +199,6 @@ def worker(
     report = run_worker(study_name=study, storage=url.render_as_string(hide_password=False),
                         device=device, artifacts=artifacts, timeout_s=timeout_s,
                         max_trials=max_trials, loader_workers=loader_workers,
-                        echo=lambda s: print(s, flush=True))
+                        auto_scale=auto_scale, echo=lambda s: print(s, flush=True))
     print(f"worker done: {report.reason}, {report.trials_run} trials run here", flush=True)
     sys.stdout.flush()

@@ -384,6 +384,9 @@ def maybe_auto_scale(
         for d in result.dropped:
             echo(f"auto-scale: dropped {d.proposal.reason.split(':')[0]} from trial "
                  f"{d.proposal.source_trial}: {d.reason}")
+        if not result.proposals:
+            why = "; ".join(result.skipped[:3]) or "no finished trial on the front"
+            echo(f"auto-scale after trial {trial.number}: no proposal ({why})")
     return done
 
 
