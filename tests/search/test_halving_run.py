@@ -1,0 +1,46 @@
+"""Successive halving on a real search: at most half the epochs of the same number of unpruned
+trials, and pruned trials keep their curves (issue 5, item 4). Default SQLite storage."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from tests.search.conftest import TINY4, cli_env, run_cli
+
+pytestmark = pytest.mark.slow
+
+TRIALS, BUDGET = 9, 9  # eta 3: rungs at epochs 1 and 3
+
+
+def test_halving_spends_at_most_half_the_epochs(tmp_path):
+    proc = run_cli("start", "--space", str(TINY4), "--budget", f"{BUDGET}epochs", "--trials",
+                   str(TRIALS), "--device", "cpu", "--data", "synthetic:10", "--seed", "0",
+                   "--loader-workers", "0", "--study", "halving", env=cli_env(), cwd=tmp_path,
+                   timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "rungs at epochs 1, 3" in proc.stdout  # the estimate printed before the start
+    assert (tmp_path / "rs-search.db").exists()  # the default storage
+
+    db = "sqlite:///" + str(tmp_path / "rs-search.db")
+    study = optuna.load_study(study_name="halving", storage=db)
+    trials = study.get_trials()
+    assert len(trials) == TRIALS
+    epochs = [len(t.user_attrs["curve"]) for t in trials]
+    assert sum(epochs) <= TRIALS * BUDGET / 2, epochs
+
+    pruned = [t for t in trials if t.state == TrialState.PRUNED]
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert pruned and complete
+    assert {t.state for t in trials} == {TrialState.PRUNED, TrialState.COMPLETE}
+    for t in pruned:
+        decisions = t.user_attrs["halving"]
+        last = decisions[-1]
+        assert not last["keep"] and last["position"] >= last["kept"]
+        assert len(t.user_attrs["curve"]) == last["epoch"] in (1, 3)  # the curve stays
+        assert t.user_attrs[f"rung_{last['epoch']}"] == pytest.approx(
+            t.user_attrs["curve"][-1]["val_top1"])
+    for t in complete:
+        assert len(t.user_attrs["curve"]) == BUDGET
+        assert all(d["keep"] for d in t.user_attrs.get("halving", []))
