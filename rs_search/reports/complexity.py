@@ -20,6 +20,14 @@ from rs_search.reports.records import TrialRecord
 from rs_search.specs import ArchSpec
 
 
+def flops_scale(flops: Sequence[float]) -> tuple[float, str]:
+    """Divisor and axis label for FLOP counts: GFLOPs for ImageNet-sized nets (ResNet-RS-50 at
+    160 px: about 4.6 GFLOPs), MFLOPs for the small nets of CPU searches, so ticks stay readable."""
+    if flops and max(flops) < 1e9:
+        return 1e6, "MFLOPs (forward, 1 image)"
+    return 1e9, "GFLOPs (forward, 1 image)"
+
+
 @dataclass(frozen=True, kw_only=True)
 class Correlation:
     """A proxy (x) against a measurement (y), one point per distinct architecture."""
@@ -73,13 +81,14 @@ def complexity_data(
     for key, value in (memory_by_arch or {}).items():
         if key in archs and key not in memory:
             memory[key] = [value]
+    divisor, flops_label = flops_scale([flops(archs[k]) for k in latency])
     return ComplexityData(
         flops_latency=_correlation(
-            "GFLOPs (forward, 1 image)",
+            flops_label,
             "measured latency (ms)",
             archs,
             {k: statistics.median(v) for k, v in latency.items()},
-            lambda a: flops(a) / 1e9,
+            lambda a: flops(a) / divisor,
         ),
         params_memory=_correlation(
             "parameters (M)",

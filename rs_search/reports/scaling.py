@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from rs_search.reports.records import TrialRecord
+from rs_search.reports.complexity import flops_scale
+from rs_search.reports.records import TrialRecord, curve_series
 from rs_search.specs import ArchSpec, layout_label
 
 Dimension = Literal["depth", "width", "resolution"]
@@ -59,6 +60,19 @@ def _group_sort_key(arch: ArchSpec, dimension: Dimension) -> float:
     return float(arch.width if dimension == "width" else arch.resolution)
 
 
+def _point(record: TrialRecord) -> tuple[float, float] | None:
+    """(top-1, latency) of a trial on the curves: a completed feasible trial's values, or the
+    last validation top-1 a pruned trial reached at its rung (successive halving stops most
+    trials early; at the rung's budget they are as much a measurement as a completed trial)."""
+    if record.usable and record.top1 is not None and record.latency_ms is not None:
+        return record.top1, record.latency_ms
+    if record.state == "PRUNED" and record.feasible and record.curve:
+        top1 = curve_series(record, "val_top1")[-1]
+        if top1 is not None and record.latency_ms is not None:
+            return top1, record.latency_ms
+    return None
+
+
 def training_budget(record: TrialRecord) -> int | None:
     """Epochs the reported top-1 was reached with: the curve's length when the trial has one
     (a multi-fidelity trial can stop at a rung), else its recipe's epochs."""
@@ -78,15 +92,16 @@ def scaling_data(
     points: list[tuple[TrialRecord, ArchSpec, int, float, float]] = []
     for record in records:
         budget = training_budget(record)
-        if not record.usable or record.arch is None or budget is None or record.top1 is None:
+        measured = _point(record)
+        if measured is None or record.arch is None or budget is None:
             continue
-        if x_kind == "flops":
-            assert flops is not None
-            x = flops(record.arch) / 1e9
-        else:
-            assert record.latency_ms is not None
-            x = record.latency_ms
-        points.append((record, record.arch, budget, x, record.top1))
+        top1, latency = measured
+        x = float(flops(record.arch)) if flops is not None and x_kind == "flops" else latency
+        points.append((record, record.arch, budget, x, top1))
+    label = "latency (ms)"
+    if x_kind == "flops":
+        divisor, label = flops_scale([x for *_, x, _ in points])
+        points = [(r, a, b, x / divisor, t) for r, a, b, x, t in points]
     lines: list[ScalingLine] = []
     budgets = sorted({budget for _, _, budget, _, _ in points})
     for dimension in DIMENSIONS:
@@ -112,5 +127,4 @@ def scaling_data(
                         numbers=tuple(best[x][1] for x in xs),
                     )
                 )
-    label = "GFLOPs (forward, 1 image)" if x_kind == "flops" else "latency (ms)"
     return ScalingData(x_kind=x_kind, x_label=label, budgets=tuple(budgets), lines=tuple(lines))

@@ -9,7 +9,12 @@ import pytest
 from optuna.trial import TrialState
 
 from rs_search.models.complexity import count_flops, count_params
-from rs_search.reports.complexity import complexity_data, discordant_share, spearman
+from rs_search.reports.complexity import (
+    complexity_data,
+    discordant_share,
+    flops_scale,
+    spearman,
+)
 from rs_search.reports.curves import learning_data, proposals_data
 from rs_search.reports.front import hypervolume_data, pareto_data
 from rs_search.reports.records import compute_spent, study_records
@@ -168,9 +173,10 @@ def test_complexity_data_pairs_proxies_with_measurements(records) -> None:  # ty
     assert len(fl.x) == 5  # five distinct architectures measured (#6 too, though infeasible)
     for key, x, y in zip(fl.arch_keys, fl.x, fl.y, strict=True):
         record = archs[key]
-        assert x == pytest.approx(count_flops(record.arch) / 1e9)
+        assert x == pytest.approx(count_flops(record.arch) / 1e6)  # small nets: MFLOPs
         assert y == record.latency_ms
     assert list(fl.x) == sorted(fl.x)
+    assert fl.x_label == "MFLOPs (forward, 1 image)"
     assert fl.spearman == pytest.approx(spearman(list(fl.x), list(fl.y)))
     pm = data.params_memory
     assert len(pm.x) == 5
@@ -227,8 +233,44 @@ def test_scaling_x_is_flops_by_default_and_keeps_the_best_recipe(records) -> Non
     add_trial(study, arch=arch, values=(60.0, 1.0))  # same net, better recipe
     data = scaling_data(study_records(study))
     (line,) = data.lines_for("depth", 10)
-    assert line.x == (pytest.approx(count_flops(arch) / 1e9),)
+    assert line.x == (pytest.approx(count_flops(arch) / 1e6),)
+    assert data.x_label == "MFLOPs (forward, 1 image)"
     assert line.top1 == (60.0,) and line.numbers == (1,)
+
+
+def test_flops_scale_follows_the_size_of_the_nets() -> None:
+    assert flops_scale([5e6, 7.3e7]) == (1e6, "MFLOPs (forward, 1 image)")
+    assert flops_scale([4.6e9, 2e8]) == (1e9, "GFLOPs (forward, 1 image)")  # ResNet-RS-50
+    assert flops_scale([]) == (1e9, "GFLOPs (forward, 1 image)")
+
+
+def test_scaling_includes_pruned_trials_at_their_rung() -> None:
+    study = new_study()
+    arch = small_arch()
+    add_trial(study, arch=arch, epochs=9, values=(60.0, 1.0))
+    # Pruned at the 3-epoch rung: its top-1 there is a point of the 3-epoch curves.
+    add_trial(
+        study,
+        arch=arch,
+        epochs=9,
+        values=None,
+        state=TrialState.PRUNED,
+        latency_ms=1.0,
+        curve=make_curve(3, final_val=35.0),
+    )
+    add_trial(
+        study,
+        arch=arch,
+        epochs=9,
+        values=None,
+        state=TrialState.FAIL,
+        latency_ms=1.0,
+        curve=make_curve(2, final_val=20.0),
+    )  # failed: not a measurement
+    data = scaling_data(study_records(study), x_kind="latency")
+    assert data.budgets == (3, 9)
+    (short,) = data.lines_for("width", 3)
+    assert short.top1 == (pytest.approx(35.0),) and short.numbers == (1,)
 
 
 def test_scaling_budget_is_the_epochs_actually_trained() -> None:
