@@ -280,3 +280,95 @@ def test_study_status_eta_and_compute_from_records() -> None:
     )
     assert study_status(records, open_ended, heartbeats={}, now=now).eta_s is None
     assert TrialState.RUNNING.name in STATES
+
+
+@pytest.mark.slow
+def test_status_matches_a_real_search_paused_mid_run(postgres_url: str, tmp_path: Path) -> None:
+    """Two real ``rs-search worker`` processes train a micro study; each time a trial is running
+    both are frozen (SIGSTOP) so nothing moves while ``status`` and Optuna read the study, then
+    thawed. Heartbeats every second with a 30 s grace keep a frozen worker live."""
+    from tests.search.conftest import cli, cli_env, make_study
+
+    name = "real-live"
+    make_study(postgres_url, tmp_path, name, trials=4, budget=2, eta=None, heartbeat=1, grace=30)
+    procs = [
+        subprocess.Popen(
+            cli("worker", "--study", name, "--device", "cpu", "--loader-workers", "0"),
+            env=cli_env(postgres_url),
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    pids = {p.pid for p in procs}
+
+    def snapshot() -> tuple[dict[str, int], dict[int, int]]:
+        trials = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
+        counts = Counter(t.state.name for t in trials)
+        running = {
+            t.number: len(t.user_attrs.get("curve", []))
+            for t in trials
+            if t.state == TrialState.RUNNING
+        }
+        return {s: counts.get(s, 0) for s in STATES}, running
+
+    def status() -> dict[str, Any]:
+        result = subprocess.run(
+            cli("status", "--study", name, "--storage", postgres_url, "--json"),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            env=cli_env(),
+        )
+        assert result.returncode == 0, result.stderr
+        data: dict[str, Any] = json.loads(result.stdout)
+        return data
+
+    checked_running = 0
+    try:
+        deadline = time.monotonic() + 600
+        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
+            counts, _ = snapshot()
+            if counts["RUNNING"] == 0 or checked_running >= 2:
+                time.sleep(0.5)
+                continue
+            live = [p for p in procs if p.poll() is None]
+            for p in live:
+                p.send_signal(signal.SIGSTOP)
+            try:
+                counts, running = snapshot()
+                reported = status()
+                assert (counts, running) == snapshot()  # nothing moved while status read
+            finally:
+                for p in live:
+                    p.send_signal(signal.SIGCONT)
+            assert reported["states"] == counts
+            assert reported["total"] == sum(counts.values())
+            workers = {w["trial"]: w for w in reported["workers"]}
+            assert set(workers) == set(running)
+            assert reported["live_workers"] == len(running)
+            for number, row in workers.items():
+                assert row["live"] and row["epoch"] == running[number]
+                assert int(row["worker"].rsplit(":", 1)[1]) in pids
+            checked_running += counts["RUNNING"] > 0
+        for p in procs:
+            assert p.wait(timeout=600) == 0, p.communicate()[1][-2000:]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+            p.communicate()
+    assert checked_running >= 1, "never saw a running trial"
+
+    final = status()
+    counts, running = snapshot()
+    assert final["states"] == counts and counts["COMPLETE"] == 4 and not running
+    assert final["finished"] == 4 and final["trial_budget"] == 4
+    assert final["eta_s"] == 0.0 and final["live_workers"] == 0
+    trials = optuna.load_study(study_name=name, storage=postgres_url).get_trials()
+    assert final["epochs_spent"] == sum(len(t.user_attrs["curve"]) for t in trials) == 8
+    assert final["front"], "a finished search has a front"
