@@ -1,0 +1,126 @@
+"""``rs-search latency`` and ``latency-worker`` on the command line (in this process)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import optuna
+import pytest
+
+from rs_search.cli.main import main
+from rs_search.latency.profiles import BUILTIN_PROFILES, HardwareProfile
+from tests.latency.conftest import QUICK_ENV
+
+SPACE = """
+name: latency-cli-test
+architecture:
+  depth: [[1, 1, 1, 1], [2, 2, 2, 2]]
+  width: [0.125, 0.25]
+  resolution: [16, 32]
+  num_classes: 10
+recipe:
+  batch_size: 8
+objectives:
+  accuracy: maximize
+  latency: minimize
+target:
+  name: edge-b2
+  device: cpu
+  batch_size: 2
+  threads: 1
+"""
+
+CANDIDATE = """
+arch: {depth: [1, 1, 1, 1], width: 0.25, resolution: 32, num_classes: 10}
+recipe: {batch_size: 8}
+"""
+
+
+@pytest.fixture(autouse=True)
+def _quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RS_SEARCH_LATENCY_PROTOCOL", QUICK_ENV)
+    monkeypatch.delenv("RS_SEARCH_STORAGE", raising=False)
+
+
+def _run(args: list[str]) -> int:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+        raise SystemExit(0)
+    return int(info.value.code or 0)
+
+
+def test_unknown_profile_exits_2_listing_the_known_ones(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(CANDIDATE)
+    assert _run(["latency", "--config", str(config), "--hardware", "tpu-v9"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: unknown hardware profile 'tpu-v9'; known profiles:")
+    assert all(name in err for name in BUILTIN_PROFILES) and "Traceback" not in err
+
+
+def test_worker_unknown_profile_lists_the_studys_own_target(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name="s", storage=url)
+    study.set_user_attr("target", HardwareProfile(name="edge-b2", batch_size=2).to_dict())
+    assert _run(["latency-worker", "--study", "s", "--storage", url, "--hardware", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown hardware profile 'nope'" in err and "edge-b2" in err and "cpu-fp32-b1" in err
+    assert _run(["latency-worker", "--study", "missing", "--storage", url]) == 2
+    assert "no study 'missing'" in capsys.readouterr().err
+    # the study's target is the default profile; nothing to measure in an empty study
+    assert _run(["latency-worker", "--study", "s", "--storage", url, "--once"]) == 0
+    out = capsys.readouterr().out
+    assert "edge-b2 (cpu, fp32, batch 2" in out and "done: all 0 architectures" in out
+
+
+def test_config_prints_figures_and_uses_the_cache(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "c.yaml"
+    config.write_text(CANDIDATE)
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    args = ["latency", "--config", str(config), "--hardware", "cpu-fp32-b1-t1", "--storage", url]
+    assert _run(args) == 0
+    out = capsys.readouterr().out
+    assert "AMD" in out or "CPUs)" in out  # the device's real name
+    for label in ("latency", "spread", "stable", "contention", "peak memory"):
+        assert f"\n{label} " in out, out
+    assert "ms per batch of 1 (median), p90" in out
+    assert "measured, stored in the cache" in out
+    assert _run([*args, "--json"]) == 0
+    cached = json.loads(capsys.readouterr().out)
+    assert cached["status"] == "ok" and cached["profile_name"] == "cpu-fp32-b1-t1"
+    assert _run(args) == 0
+    assert re.search(r"^source +cache, measured at", capsys.readouterr().out, re.M)
+
+
+def test_space_sample_prints_table_and_rank_correlation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text(SPACE)
+    assert _run(["latency", "--space", str(space), "--sample", "4", "--seed", "3"]) == 0
+    captured = capsys.readouterr()
+    assert "edge-b2 (cpu, fp32, batch 2" in captured.out  # the space's target by default
+    pattern = r"Spearman rank correlation over 4 measured: FLOPs vs latency -?[01]\.\d{3}"
+    assert re.search(pattern, captured.out), captured.out
+    rows = re.findall(r"^\s*\d-\d-\d-\d w0\.\d+ r\d+ ", captured.out, re.M)
+    assert len(rows) == 4, captured.out
+    assert _run(["latency", "--space", str(space), "--sample", "3", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert len(data["results"]) == 3 and -1 <= data["spearman_flops_latency"] <= 1
+
+
+def test_bad_flag_combinations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _run(["latency"]) == 2
+    assert "exactly one of --config" in capsys.readouterr().err
+    config = tmp_path / "c.yaml"
+    config.write_text(CANDIDATE)
+    assert _run(["latency", "--config", str(config), "--sample", "3"]) == 2
