@@ -33,6 +33,7 @@ class FrontEntry:
     values: tuple[float, ...]
     reason: str
     hypervolume_contribution: float
+    reference: tuple[float, ...]  # the hypervolume reference point, in the objectives' units
 
 
 def exportable(trial: FrozenTrial) -> bool:
@@ -43,8 +44,7 @@ def exportable(trial: FrozenTrial) -> bool:
         return False
     if "rejected" in trial.user_attrs or not isinstance(trial.user_attrs.get("candidate"), dict):
         return False
-    constraints = trial.system_attrs.get("constraints")
-    if constraints is not None and any(float(c) > 0 for c in constraints):
+    if any(float(c) > 0 for c in trial.constraints.values()):  # trial.set_constraint: > 0 breaks
         return False
     return all(np.isfinite(v) for v in trial.values)
 
@@ -96,5 +96,6 @@ def front_entries(
     order = sorted(range(len(front)), key=lambda j: (-contribution[j], pool[front[j]].number))
     return [FrontEntry(trial=pool[front[j]], values=tuple(float(v) for v in sub[j]),
                        reason=_reason(front[j], pts, objectives, directions),
-                       hypervolume_contribution=float(contribution[j]))
+                       hypervolume_contribution=float(contribution[j]),
+                       reference=tuple(float(r) for r in reference))
             for j in order]

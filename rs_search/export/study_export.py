@@ -263,6 +263,7 @@ def _document(
             "front_size": front_size,
             "exportable_trials": exportable_count,
             "hypervolume_contribution": round(entry.hypervolume_contribution, 6),
+            "hypervolume_reference": [round(r, 6) for r in entry.reference],
         },
         "provenance": provenance,
     }

@@ -45,13 +45,13 @@ def _curve(top1: float) -> list[dict[str, Any]]:
 
 
 def _trial(cand: Candidate, top1: float, latency: float, *, state: TrialState = TrialState.COMPLETE,
-           **extra: Any) -> optuna.trial.FrozenTrial:
+           system_attrs: dict[str, Any] | None = None, **extra: Any) -> optuna.trial.FrozenTrial:
     attrs = {"arch": cand.arch.to_dict(), "arch_key": cand.arch.key(),
              "candidate": cand.to_dict(), "curve": _curve(top1), "latency_ms": latency,
              "latency_p90_ms": latency * 1.1, "memory_mb": 12.5, "latency_profile": "cpu-fp32-b8",
              **extra}
     values = [top1, latency] if state == TrialState.COMPLETE else None
-    return create_trial(state=state, values=values, user_attrs=attrs)
+    return create_trial(state=state, values=values, user_attrs=attrs, system_attrs=system_attrs)
 
 
 FAST = _candidate((1, 1, 1, 1), 0.25, 16)
@@ -80,6 +80,9 @@ def make_study(storage: str, artifacts: Path, *, with_trials: bool = True) -> op
                                rejected="latency 9 ms > max_latency_ms 5"))  # 4: rejected
         study.add_trial(_trial(FAST, 0.0, 0.0, state=TrialState.FAIL,
                                fail_reason="TrainingDiverged: loss is NaN"))  # 5
+        # the best trial of all, but over a limit (trial.set_constraint value > 0): not exported
+        study.add_trial(_trial(_candidate((2, 2, 2, 2), 0.5, 24), 99.0, 0.1,
+                               system_attrs={"constraints:max_memory_mb": 3.0}))  # 6
     return study
 
 
@@ -148,6 +151,8 @@ def test_export_writes_the_front_with_reasons_and_provenance(
         doc = yaml.safe_load(path.read_text())
         assert doc["arch_key"] == cand.arch.key()
         assert doc["pareto"]["rank"] == 0 and doc["pareto"]["reason"].startswith("non-dominated")
+        assert doc["pareto"]["exportable_trials"] == 4  # 0-3: not rejected, failed, infeasible
+        assert len(doc["pareto"]["hypervolume_reference"]) == 2
         assert doc["provenance"]["study"] == STUDY and doc["provenance"]["trial"] == number
         assert set(doc["provenance"]["versions"]) == {"rs_search", "torch", "optuna"}
         assert doc["provenance"]["budget_epochs"] == BUDGET
