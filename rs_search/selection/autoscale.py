@@ -69,7 +69,8 @@ def _complete(trial: FrozenTrial) -> bool:
     from optuna.trial import TrialState
 
     return (trial.state == TrialState.COMPLETE and trial.values is not None
-            and "rejected" not in trial.user_attrs)
+            and "rejected" not in trial.user_attrs
+            and all(float(c) <= 0 for c in trial.constraints.values()))  # feasible
 
 
 def study_views(study: optuna.Study, settings: StudySettings) -> list[TrialView]:
