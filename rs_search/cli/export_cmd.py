@@ -35,7 +35,7 @@ def export(
     weights: Annotated[bool, typer.Option("--weights", help="Copy each trial's final "
                                           "checkpoint.")] = False,
     onnx: Annotated[bool, typer.Option("--onnx", help="Write ONNX checked against PyTorch with "
-                                       "onnxruntime (pip install 'rs-search[onnx]').")] = False,
+                                       "onnxruntime (the optional extra 'onnx').")] = False,
     artifacts: Annotated[str | None, typer.Option("--artifacts", help="Checkpoint directory the "
                                                   "workers used (default: the study's).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")
