@@ -22,6 +22,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
+SPACE = Path(__file__).parent / "data" / "small_grid.yaml"
 FIGURES = ("pareto", "hypervolume", "complexity", "scaling", "learning", "proposals")
 
 # Every plotly div: its traces, the points those traces carry and whether plotly drew its SVG.
@@ -190,3 +191,67 @@ def test_unknown_study_is_one_line(postgres_url: str, tmp_path: Path) -> None:
         f"error: study 'absent' not found in {postgres_url}; studies there: present"
     )
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.slow
+def test_report_of_a_real_search_opens_in_chromium(
+    postgres_url: str, chromium: str, tmp_path: Path
+) -> None:
+    """A real search (rs-search start: two seeds and one sampled trial, trained), one proposal of
+    the scaling rules enqueued by rs-search propose, then the report in a browser."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    start = rs_search(
+        "start",
+        "--space",
+        str(SPACE),
+        "--budget",
+        "2epochs",
+        "--trials",
+        "3",
+        "--study",
+        "real",
+        "--storage",
+        postgres_url,
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--data",
+        "synthetic:10",
+        "--seed",
+        "0",
+        "--no-halving",
+        "--loader-workers",
+        "0",
+        "--artifacts",
+        str(tmp_path / "art"),
+        env=env,
+        timeout=900,
+    )
+    assert start.returncode == 0, start.stdout[-2000:] + start.stderr[-2000:]
+    propose = rs_search(
+        "propose", "--study", "real", "--storage", postgres_url, "--n", "1", "--enqueue", env=env
+    )
+    assert propose.returncode == 0, propose.stderr
+    out = tmp_path / "real.html"
+    report = rs_search(
+        "report", "--study", "real", "--storage", postgres_url, "--out", str(out), env=env
+    )
+    assert report.returncode == 0, report.stderr
+
+    with Browser(chromium) as browser:
+        browser.open(out.as_uri())
+        plots = wait_for_plots(browser, len(FIGURES))
+        errors = browser.errors()
+        ARTIFACTS.mkdir(exist_ok=True)
+        browser.screenshot(ARTIFACTS / "report-real-search.png")
+        reasons = browser.evaluate(
+            "document.getElementById('fig-proposals').data[0].cells.values[4]"
+        )
+    assert errors == []
+    assert [p["id"] for p in plots] == [f"fig-{key}" for key in FIGURES]
+    for plot in plots:
+        assert plot["drawn"] and plot["traces"] and plot["points"] and plot["marks"], plot
+    # The rule depends on the trained curve (train/val gap): either is a proposal with a reason.
+    assert len(reasons) == 1, reasons
+    assert reasons[0].startswith(("width 0.25→0.5:", "depth 1-1-1-1→2-2-2-2:")), reasons
