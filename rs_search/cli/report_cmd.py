@@ -48,8 +48,11 @@ def report(
         ),
     ] = None,
 ) -> None:
-    """Write the study's figures (Pareto front, hypervolume against compute, FLOPs vs latency,
-    scaling curves, learning curves, the selector's proposals) into one HTML file."""
+    """Write a study's figures into one self-contained HTML file (PNGs too with --png).
+
+    Figures: the Pareto front per hardware, hypervolume against compute, FLOPs vs latency and
+    parameters vs memory, scaling curves, learning curves, and the selector's proposals.
+    """
     from rs_search.cli._common import console
     from rs_search.reports.png import write_pngs
     from rs_search.reports.report import render_html, study_sections, write_atomic
@@ -125,8 +128,11 @@ def status(
         bool, typer.Option("--json", help="Print one JSON object (for scripts).")
     ] = False,
 ) -> None:
-    """Trials by state, live workers (from heartbeats) and what each trains, compute used against
-    the budget, the current Pareto front and an ETA."""
+    """Where a search stands: trials, live workers, compute, the front and an ETA.
+
+    Trials by state, live workers (from Optuna's heartbeats) and what each trains, compute used
+    against the budget, the current Pareto front, and when the trial budget will be spent.
+    """
     from rs_search.reports.records import study_records
     from rs_search.reports.source import open_study
     from rs_search.reports.status import heartbeat_ages, study_status
