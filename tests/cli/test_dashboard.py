@@ -151,3 +151,27 @@ def test_dashboard_on_a_busy_port_is_one_line(tmp_path: Path) -> None:
         f"error: cannot listen on 127.0.0.1:{port}: Address already in use; "
         "choose another address with --host/--port"
     ]
+
+
+def test_unreachable_storage_is_one_line_without_the_password() -> None:
+    url = "postgresql+psycopg://rs:s3cret-pw@127.0.0.1:9/nowhere"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "rs_search.cli.main",
+            "dashboard",
+            "--storage",
+            url,
+            "--port",
+            str(free_port()),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot reach storage"), lines
+    assert "s3cret-pw" not in result.stderr + result.stdout and "***" in lines[0]
