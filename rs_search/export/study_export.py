@@ -319,9 +319,13 @@ def _onnx(stage: Path, number: int, candidate: Candidate,
     name = f"trial-{number}.onnx"
     weights = eval_state_dict(state[1]) if state is not None else None
     check = export_onnx(candidate, stage / name, state_dict=weights)
+    if state is None:
+        which = "initial (no checkpoint found)"
+    else:
+        which = ("checkpoint, EMA weights" if isinstance(state[1].get("ema"), Mapping)
+                 else "checkpoint, model weights")
     return {"file": name, "opset": check.opset, "input": "images (N, C, H, W) float32",
-            "output": "logits", "weights": "checkpoint (EMA when trained with one)"
-            if weights is not None else "initial (no checkpoint found)",
+            "output": "logits", "weights": which,
             "max_abs_diff_vs_pytorch": check.max_abs_diff, "onnx": check.onnx_version,
             "onnxruntime": check.onnxruntime_version}
 

@@ -252,6 +252,7 @@ def test_weights_and_onnx_match_pytorch(tmp_path: Path, capsys: pytest.CaptureFi
         assert np.abs(got - expected).max() <= 1e-4
         assert np.abs(expected).max() > 1e-2  # not trivially zero logits
         assert doc["files"]["onnx"]["max_abs_diff_vs_pytorch"] <= 1e-4
+        assert doc["files"]["onnx"]["weights"] == "checkpoint, EMA weights"
 
 
 @pytest.mark.slow
