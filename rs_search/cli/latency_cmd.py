@@ -173,6 +173,13 @@ def _print_one(
             ("stable", stable),
             ("contention", _contention(result)),
             (
+                "CPU time",
+                "-"
+                if result.cpu_ms is None
+                else f"{result.cpu_ms:.3f} ms per pass and "
+                "thread (a diagnostic: far below the latency means other processes held the CPUs)",
+            ),
+            (
                 "peak memory",
                 "-"
                 if result.peak_memory_mb is None

@@ -41,6 +41,10 @@ class LatencyResult:
     threads: int | None = None  # torch threads during the measurement (CPU)
     load_avg: float | None = None  # 1-minute load average at the start (context)
     contention: float | None = None  # share of the reported passes that waited for a CPU
+    # CPU: median CPU time of this process per pass / threads. Close to median_ms on a quiet
+    # machine (with one thread, it is the pass's own compute); a median_ms far above it means
+    # other processes held the CPUs. A diagnostic, not the latency.
+    cpu_ms: float | None = None
     error: str | None = None  # why, when status is oom or error
 
     def __post_init__(self) -> None:

@@ -85,10 +85,10 @@ def study_architectures(study: Any, *, warn: Callable[[str], None] | None = None
         if data is None:
             continue
         try:
-            arch = ArchSpec.from_dict(data, where=f"trial {trial.number}: arch")
+            arch = ArchSpec.from_dict(data)
         except SpecError as exc:
             if warn is not None:
-                warn(f"skipping {exc}")
+                warn(f"skipping trial {trial.number}: {exc}")
             continue
         seen.setdefault(arch.key(), arch)
     return list(seen.values())
@@ -136,6 +136,7 @@ class LatencyWorker:
         self.stats = WorkerStats()
         self._stop = threading.Event()
         self._measuring = False
+        self._warned: set[str] = set()
 
     def stop(self) -> None:
         self._stop.set()
@@ -143,7 +144,7 @@ class LatencyWorker:
     def run(self) -> WorkerStats:
         idle_said = False
         while not self._stop.is_set():
-            archs = study_architectures(self.study, warn=self.echo)
+            archs = study_architectures(self.study, warn=self._warn_once)
             done = self.cache.done_keys(self.profile)
             todo = [a for a in archs if a.key() not in done]
             progressed = False
@@ -182,6 +183,11 @@ class LatencyWorker:
                     idle_said = True
                 self._stop.wait(self.poll_s)
         return self.stats
+
+    def _warn_once(self, message: str) -> None:
+        if message not in self._warned:  # the study is re-read every poll
+            self._warned.add(message)
+            self.echo(message)
 
     def _measure_claimed(self, claim: Any, arch: ArchSpec) -> LatencyResult | None:
         self.echo(f"measuring {arch_label(arch)} [{arch.key()}] on {self.profile.name}")

@@ -57,10 +57,13 @@ def _study(url: str, archs: list[ArchSpec]) -> None:
         else:
             study.tell(trial, state=optuna.trial.TrialState.FAIL)
     study.tell(study.ask(), [0.1, 0.1])  # a trial without an architecture
+    broken = study.ask()
+    broken.set_user_attr("arch", {"layout": [1, 1, 1, 1], "width": -1.0})  # skipped, with a word
+    study.tell(broken, [0.1, 0.1])
     for attrs in waiting:  # last: ``ask`` would pop a waiting trial
         study.enqueue_trial({}, user_attrs=attrs)
     states = Counter(t.state.name for t in study.get_trials())
-    assert states == {"COMPLETE": 4, "FAIL": 3, "WAITING": 3}, states
+    assert states == {"COMPLETE": 5, "FAIL": 3, "WAITING": 3}, states
 
 
 def _worker(url: str, *extra: str, protocol: str | None = QUICK_ENV) -> subprocess.Popen[str]:
@@ -102,6 +105,7 @@ def test_two_workers_measure_every_architecture_exactly_once(postgres_url: str) 
         out, _ = proc.communicate(timeout=300)
         outputs.append(out)
         assert proc.returncode == 0, out
+    assert all(out.count("skipping trial 7: arch.width") == 1 for out in outputs), outputs
     ids = [re.search(r"^latency worker (\S+):", out, re.M).group(1) for out in outputs]  # type: ignore[union-attr]
     assert ids[0] != ids[1]
     measured = {
