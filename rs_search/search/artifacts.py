@@ -1,52 +1,136 @@
-"""Where a trial's checkpoints live, so that its retry finds them.
+"""Where a trial's checkpoints live, so that its retry finds them, on this machine or another.
 
-By default a directory: ``<root>/<study>/trial-<origin>`` with ``root`` = ``./rs-search-artifacts``,
-where ``origin`` is the trial's own number or, for a retry, the number of the trial it retries
-(``failed_trial``, set by Optuna's ``RetryHeartbeatStaleTrialCallback``). A retry therefore trains
-into the same directory and the engine's ``resume=True`` continues from the last good checkpoint.
-Workers on several machines need the root on a shared file system (NFS, a mounted bucket) for a
-retry on another machine to resume; without it the retry starts again from epoch 0, which costs
-time, not correctness.
+Every trial trains into a local directory ``<root>/<study>/trial-<origin>``, where ``origin`` is
+the trial's own number or, for a retry, the number of the trial it retries (``failed_trial``, set
+by Optuna's ``RetryHeartbeatStaleTrialCallback``). The engine's ``resume=True`` then continues from
+the last good checkpoint there. The store is given by ``--artifacts``:
 
-``file:///abs/path`` is accepted as the same directory store (the URL form of Optuna's
-``FileSystemArtifactStore``).
+- a directory (default ``./rs-search-artifacts``, or ``file:///abs/path``): the checkpoints stay
+  there. A retry on another machine resumes only if the directory is shared (NFS, a mount);
+- an Optuna artifact store by URL, for workers that share nothing but the database:
+  ``s3://BUCKET`` (``Boto3ArtifactStore``, needs boto3), ``gs://BUCKET`` (``GCSArtifactStore``,
+  needs google-cloud-storage) or ``artifacts:///abs/path`` (``FileSystemArtifactStore``). Training
+  still writes to a local scratch directory; after every epoch (and on SIGTERM) the newest
+  checkpoint is uploaded with ``optuna.artifacts.upload_artifact`` (so optuna-dashboard lists it
+  under the trial), its id is kept in the trial's ``checkpoint_artifact`` user attribute, and the
+  previous upload is removed. A retry inherits that attribute and downloads the checkpoint
+  before it resumes.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
+
+import optuna
 
 from rs_search.errors import RsSearchError
 
 DEFAULT_ROOT = "rs-search-artifacts"
+CHECKPOINT_ARTIFACT = "checkpoint_artifact"  # trial user attribute: {"id", "file"}
+_SCHEMES = ("file", "artifacts", "s3", "gs")
 
 
 @dataclass(frozen=True)
 class CheckpointStore:
-    """A directory tree of per-trial checkpoint directories."""
+    """Per-trial checkpoint directories, optionally mirrored to an Optuna artifact store."""
 
-    root: Path
+    root: Path  # local: the store itself, or the scratch space under a remote store
+    remote_spec: str | None = None  # s3://..., gs://..., artifacts:///...
+    _remote: list[Any] = field(default_factory=list, compare=False, repr=False)
 
     @classmethod
-    def from_spec(cls, spec: str) -> CheckpointStore:
-        """A directory path or a ``file://`` URL; other schemes are refused with the choices."""
-        if "://" in spec:
-            parsed = urlparse(spec)
-            if parsed.scheme != "file":
-                raise RsSearchError(f"artifact store {spec!r}: scheme {parsed.scheme!r} is not "
-                                    "supported; use a directory (shared across machines for "
-                                    "cross-machine resume) or file:///PATH")
+    def from_spec(cls, spec: str, *, scratch: str = DEFAULT_ROOT) -> CheckpointStore:
+        """Parse ``--artifacts``; creates nothing (validation happens before a study exists)."""
+        if "://" not in spec:
+            return cls(Path(spec))
+        parsed = urlparse(spec)
+        if parsed.scheme == "file":
             return cls(Path(parsed.path))
-        return cls(Path(spec))
+        if parsed.scheme not in _SCHEMES:
+            raise RsSearchError(f"artifact store {spec!r}: unknown scheme {parsed.scheme!r}; "
+                                "allowed: a directory, file:///PATH, artifacts:///PATH, "
+                                "s3://BUCKET, gs://BUCKET")
+        if parsed.scheme in ("s3", "gs") and not parsed.netloc:
+            raise RsSearchError(f"artifact store {spec!r}: the bucket name is missing")
+        if parsed.scheme == "artifacts" and not parsed.path.startswith("/"):
+            raise RsSearchError(f"artifact store {spec!r}: use an absolute path, "
+                                "artifacts:///abs/path")
+        return cls(Path(scratch), remote_spec=spec)
+
+    @property
+    def remote(self) -> Any | None:
+        """The Optuna artifact store (built on first use), or None for a plain directory."""
+        if self.remote_spec is None:
+            return None
+        if not self._remote:
+            self._remote.append(_open_remote(self.remote_spec))
+        return self._remote[0]
 
     def trial_dir(self, study_name: str, origin: int) -> Path:
         return self.root / _safe(study_name) / f"trial-{origin}"
 
     def study_dir(self, study_name: str) -> Path:
         return self.root / _safe(study_name)
+
+    # -- mirroring to a remote store ---------------------------------------------------------
+
+    def fetch(self, user_attrs: dict[str, Any], out_dir: Path) -> bool:
+        """Download the inherited checkpoint into an empty ``out_dir``; True when one came."""
+        from rs_search.train.checkpoint import checkpoint_paths
+
+        ref = user_attrs.get(CHECKPOINT_ARTIFACT)
+        if self.remote is None or not isinstance(ref, dict) or checkpoint_paths(out_dir):
+            return False
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / str(ref["file"])
+        try:
+            optuna.artifacts.download_artifact(artifact_store=self.remote,
+                                               file_path=str(target), artifact_id=str(ref["id"]))
+        except optuna.artifacts.exceptions.ArtifactNotFound:
+            return False
+        return True
+
+    def push(self, trial: optuna.Trial, out_dir: Path) -> None:
+        """Upload the newest checkpoint of ``out_dir`` for ``trial`` and drop the previous one."""
+        from rs_search.train.checkpoint import checkpoint_paths
+
+        if self.remote is None:
+            return
+        paths = checkpoint_paths(out_dir)
+        if not paths:
+            return
+        previous = trial.user_attrs.get(CHECKPOINT_ARTIFACT)
+        if isinstance(previous, dict) and previous.get("file") == paths[0].name:
+            return
+        artifact_id = optuna.artifacts.upload_artifact(
+            artifact_store=self.remote, file_path=str(paths[0]), study_or_trial=trial,
+            mimetype="application/octet-stream")
+        trial.set_user_attr(CHECKPOINT_ARTIFACT, {"id": artifact_id, "file": paths[0].name})
+        if isinstance(previous, dict) and previous.get("id"):
+            try:
+                self.remote.remove(str(previous["id"]))
+            except Exception:  # noqa: BLE001 - a leftover upload costs space, not correctness
+                pass
+
+
+def _open_remote(spec: str) -> Any:
+    parsed = urlparse(spec)
+    from optuna import artifacts as oa
+
+    try:
+        if parsed.scheme == "s3":
+            return oa.Boto3ArtifactStore(parsed.netloc)
+        if parsed.scheme == "gs":
+            return oa.GCSArtifactStore(parsed.netloc)
+    except ImportError as exc:
+        raise RsSearchError(f"artifact store {spec!r} needs an extra package: {exc}") from None
+    base = Path(parsed.path)
+    base.mkdir(parents=True, exist_ok=True)
+    return oa.FileSystemArtifactStore(base)
 
 
 def _safe(name: str) -> str:

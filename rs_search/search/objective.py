@@ -178,6 +178,7 @@ class Objective:
         inherited = attrs.curve(stored)  # a retry starts with its original's curve
         out_dir = self.checkpoints.trial_dir(self.study_name, origin)
         out_dir.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.fetch(stored.user_attrs, out_dir)  # a retry on another machine
         state = _Progress(curve=list(inherited))
         rungs = set(self.settings.rungs)
 
@@ -191,6 +192,7 @@ class Objective:
                     trial.set_user_attr(attrs.RESUMED_FROM, epoch - 1)
             state.curve.append(row)
             trial.set_user_attr(attrs.CURVE, state.curve)
+            self.checkpoints.push(trial, out_dir)
             if epoch in rungs and self.settings.eta is not None:
                 decision = self._decide(trial, origin, epoch, float(row["val_top1"]), figures)
                 state.decisions.append(decision.to_dict())
@@ -202,8 +204,12 @@ class Objective:
 
         # resume=True: continue from the newest good checkpoint in the origin's directory (a
         # retry's), a fresh start when there is none.
-        result = self.launcher(candidate, out_dir=out_dir, resume=True, seed=origin,
-                               on_epoch=on_epoch, should_stop=self.should_stop)
+        try:
+            result = self.launcher(candidate, out_dir=out_dir, resume=True, seed=origin,
+                                   on_epoch=on_epoch, should_stop=self.should_stop)
+        except TrialInterrupted:
+            self.checkpoints.push(trial, out_dir)  # the mid-epoch checkpoint, for the retry
+            raise
         full = [m.to_dict() for m in getattr(result, "curve", [])]
         if full and len(full) >= len(state.curve):
             # The engine's curve includes the epochs of the checkpoint it resumed from.

@@ -57,7 +57,7 @@ def load(study: str, storage: str) -> optuna.Study:
 
 def make_study(storage: str, tmp: Path, name: str, *, trials: int, budget: int,
                eta: int | None = None, space: Path = MICRO, sampler: str = "random",
-               heartbeat: int = 1, grace: int = 3) -> Path:
+               heartbeat: int = 1, grace: int = 3, artifacts: str | None = None) -> Path:
     """Create and queue a study the way ``rs-search start`` does, without running workers.
     Returns the artifact directory. Short heartbeats (1 s / 3 s) make a dead worker's trial stale
     quickly; production uses 30 s / 120 s."""
@@ -68,7 +68,7 @@ def make_study(storage: str, tmp: Path, name: str, *, trials: int, budget: int,
     plan = plan_start(space_file=space, budget=f"{budget}epochs", study_name=name,
                       storage=storage, data="synthetic:10", trials=trials, timeout=None,
                       workers=1, device="cpu", sampler=sampler, eta=eta, min_rung=None, seed=0,
-                      artifacts=str(art), heartbeat=heartbeat, grace=grace)
+                      artifacts=artifacts or str(art), heartbeat=heartbeat, grace=grace)
     study, created = create_or_resume(study_name=name, storage=storage, settings=plan.settings,
                                       space=plan.space)
     assert created

@@ -68,8 +68,15 @@ def test_sigkill_mid_trial_is_retried_from_checkpoint(postgres_url, tmp_path):
 
 
 def test_sigterm_checkpoints_and_hands_back(postgres_url, tmp_path):
-    art = make_study(postgres_url, tmp_path, "termed", trials=1, budget=3)
-    a = _worker(postgres_url, "termed", tmp_path)
+    """With an Optuna artifact store the retry resumes on "another machine": worker B has its
+    own scratch directory and downloads the checkpoint worker A uploaded on SIGTERM."""
+    store = tmp_path / "store"
+    make_study(postgres_url, tmp_path, "termed", trials=1, budget=3,
+               artifacts=f"artifacts://{store}")
+    machine_a, machine_b = tmp_path / "a", tmp_path / "b"
+    machine_a.mkdir()
+    machine_b.mkdir()
+    a = _worker(postgres_url, "termed", machine_a)
     wait_for(lambda: _epochs_reported(postgres_url, "termed", 0) >= 1, timeout=240,
              what="epoch 1 of trial 0")
     os.kill(a.pid, signal.SIGTERM)
@@ -79,7 +86,12 @@ def test_sigterm_checkpoints_and_hands_back(postgres_url, tmp_path):
     trials = load("termed", postgres_url).get_trials()
     assert trials[0].state == TrialState.FAIL and trials[0].user_attrs["interrupted"] is True
     assert [t.state for t in trials[1:]] == [TrialState.WAITING]  # queued at once, no grace wait
-    b = _worker(postgres_url, "termed", tmp_path)
+    ref = trials[0].user_attrs["checkpoint_artifact"]
+    assert not ref["file"].endswith("-000000.pt")  # taken mid-epoch, at the signal
+    assert (store / ref["id"]).is_file()  # the mid-epoch checkpoint went to the store
+    b = _worker(postgres_url, "termed", machine_b)
     out, _ = b.communicate(timeout=300)
     assert b.returncode == 0, out
-    _check_resumed(postgres_url, "termed", art, budget=3)
+    _check_resumed(postgres_url, "termed", machine_b / "rs-search-artifacts", budget=3)
+    assert [p.name for p in store.iterdir()] == [
+        load("termed", postgres_url).get_trials()[-1].user_attrs["checkpoint_artifact"]["id"]]
