@@ -251,19 +251,24 @@ def tail(path: Path, lines: int = 5) -> list[str]:
 
 
 def storage_flag(plan: StartPlan) -> str:
-    """How to name the storage in a printed command: the URL unless it has a password, then the
+    """How to name the storage in a printed command: the URL (a SQLite file by its absolute
+    path, so the command works from any directory) unless it has a password, then the
     environment variable (passwords never reach output)."""
     if "***" in plan.storage_shown:
         return f'"${ENV_STORAGE}"'
+    url = resolve_storage_url(plan.storage_url)
+    if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
+        return mask_url(url.set(database=str(Path(url.database).resolve())))
     return plan.storage_shown
 
 
 def next_commands(plan: StartPlan) -> list[str]:
     s = storage_flag(plan)
     return [
-        f"rs-search export --study {plan.study_name} --storage {s} --out exports/{plan.study_name}",
+        f"rs-search export --study {plan.study_name} --storage {s} "
+        f"--out exports/{plan.study_name}",
         f"rs-search report --study {plan.study_name} --storage {s} "
         f"--out reports/{plan.study_name}.html",
-        f"optuna-dashboard {s}",
+        f"rs-search dashboard --storage {s}    (or: optuna-dashboard {s})",
     ]
 

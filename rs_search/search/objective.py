@@ -142,7 +142,7 @@ class Objective:
         trial.set_user_attr(attrs.MEMORY_MB, figures.memory_mb)
         trial.set_user_attr(attrs.LATENCY_PROFILE, figures.profile)
 
-        broken = self._constrain(trial, figures, params_m)
+        broken = self._constrain(trial, figures, params_m, already=stored.constraints)
         if broken:
             trial.set_user_attr(attrs.REJECTED, "; ".join(broken))
             return self._values(0.0, figures)
@@ -151,16 +151,18 @@ class Objective:
 
         return self._train(trial, stored, origin, candidate, figures)
 
-    def _constrain(self, trial: optuna.Trial, figures: LatencyFigures,
-                   params_m: float) -> list[str]:
-        """Set every limit of the study as a constraint; return the broken ones in words."""
+    def _constrain(self, trial: optuna.Trial, figures: LatencyFigures, params_m: float,
+                   already: dict[str, float]) -> list[str]:
+        """Set every limit of the study as a constraint (a retry inherits them); return the
+        broken ones in words."""
         measured = {"max_latency_ms": (figures.median_ms, "latency", "ms"),
                     "max_memory_mb": (figures.memory_mb, "memory", "MB"),
                     "max_params_m": (params_m, "params", "M")}
         broken = []
         for name, limit in sorted(self.settings.constraints.items()):
             value, word, unit = measured[name]
-            trial.set_constraint(name, float(value) - float(limit))
+            if name not in already:
+                trial.set_constraint(name, float(value) - float(limit))
             if value > limit:
                 broken.append(f"{word} {value:.4g} {unit} > {name} {limit:g} {unit} on "
                               f"{figures.profile}")

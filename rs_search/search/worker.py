@@ -38,7 +38,7 @@ from rs_search.search import attrs
 from rs_search.search.artifacts import CheckpointStore
 from rs_search.search.deps import CachedLatency, LatencyUnavailable, LocalTrain
 from rs_search.search.objective import TRIAL_FAILURES, Objective, TrainLauncher
-from rs_search.search.settings import StudySettings
+from rs_search.search.settings import SETTINGS_ATTR, StudySettings
 from rs_search.search.storage import count_states
 from rs_search.search.study import QueueEmpty, join_study
 
@@ -158,9 +158,10 @@ def _loop(
         if max_trials is not None and ran >= max_trials:
             return WorkerReport(trials_run=ran, interrupted=False, reason="max trials")
         fail_stale_trials(study)
-        if settings.n_trials is not None:
+        budget = _trial_budget(study, settings)
+        if budget is not None:
             counts = count_states(study)
-            if counts["finished"] >= settings.n_trials:
+            if counts["finished"] >= budget:
                 return WorkerReport(trials_run=ran, interrupted=False, reason="budget spent")
             if counts["waiting"] == 0:
                 if counts["running"] == 0:
@@ -178,6 +179,15 @@ def _loop(
             echo(f"trial {objective.current}: handed back (a retry is queued); worker exits")
             return WorkerReport(trials_run=ran, interrupted=True, reason="stopped by signal")
         ran += 1
+
+
+def _trial_budget(study: optuna.Study, settings: StudySettings) -> int | None:
+    """The study's trial budget as stored now (``start --trials`` may have raised it)."""
+    raw = study.user_attrs.get(SETTINGS_ATTR)
+    if isinstance(raw, dict) and "n_trials" in raw:
+        value = raw["n_trials"]
+        return None if value is None else int(value)
+    return settings.n_trials
 
 
 def _engine_of(study: optuna.Study) -> object:
