@@ -5,7 +5,8 @@ training), puts it in eval mode on the profile's device, dtype and memory format
 the profile says so), and times forward passes of one batch of random images:
 
 1. **Warm-up** for at least ``warmup_iters`` passes and ``warmup_s`` seconds: oneDNN/cuDNN pick
-   and cache their kernels, the allocator settles, ``torch.compile`` compiles.
+   and cache their kernels (cuDNN in benchmark mode: the shape is fixed), the allocator settles,
+   ``torch.compile`` compiles.
 2. **Repetitions.** A repetition is a block of ``n`` timed passes, ``n`` chosen from the warm-up
    so a block lasts about ``rep_s`` (at least ``min_iters``). Each pass is timed on its own with
    ``time.perf_counter_ns`` around it and, on CUDA, a device synchronisation before the clock is
@@ -151,7 +152,8 @@ def measure(
     }
     started = datetime.now(UTC).isoformat(timespec="seconds")
     load = os.getloadavg()[0] if device.type == "cpu" and hasattr(os, "getloadavg") else None
-    with _threads(profile.threads if device.type == "cpu" else None) as threads:
+    cpu_threads = profile.threads if device.type == "cpu" else None
+    with _threads(cpu_threads) as threads, _cudnn_autotune(device.type == "cuda"):
         base["threads"] = threads if device.type == "cpu" else None
         failure: tuple[str, str] | None = None
         try:
@@ -415,6 +417,19 @@ def _threads(threads: int | None) -> Iterator[int]:
     finally:
         if torch.get_num_threads() != before:
             torch.set_num_threads(before)
+
+
+@contextmanager
+def _cudnn_autotune(enabled: bool) -> Iterator[None]:
+    """cuDNN benchmark mode while measuring on CUDA: the shape is fixed, so a deployment lets
+    cuDNN pick its fastest algorithm (during the warm-up) — as inference servers do."""
+    before = torch.backends.cudnn.benchmark
+    if enabled:
+        torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = before
 
 
 def _is_oom(exc: BaseException) -> bool:

@@ -11,7 +11,7 @@ import pytest
 
 from rs_search.cli.main import main
 from rs_search.latency.profiles import BUILTIN_PROFILES, HardwareProfile
-from tests.latency.conftest import QUICK_ENV
+from tests.latency.conftest import QUICK_ENV, BuildCounter
 
 SPACE = """
 name: latency-cli-test
@@ -102,20 +102,26 @@ def test_config_prints_figures_and_uses_the_cache(
 
 
 def test_space_sample_prints_table_and_rank_correlation(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], count_builds: BuildCounter
 ) -> None:
     space = tmp_path / "space.yaml"
     space.write_text(SPACE)
-    assert _run(["latency", "--space", str(space), "--sample", "4", "--seed", "3"]) == 0
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    args = ["latency", "--space", str(space), "--seed", "3", "--storage", url]
+    assert _run([*args, "--sample", "4"]) == 0
     captured = capsys.readouterr()
     assert "edge-b2 (cpu, fp32, batch 2" in captured.out  # the space's target by default
     pattern = r"Spearman rank correlation over 4 measured: FLOPs vs latency -?[01]\.\d{3}"
     assert re.search(pattern, captured.out), captured.out
     rows = re.findall(r"^\s*\d-\d-\d-\d w0\.\d+ r\d+ ", captured.out, re.M)
     assert len(rows) == 4, captured.out
-    assert _run(["latency", "--space", str(space), "--sample", "3", "--json"]) == 0
-    data = json.loads(capsys.readouterr().out)
+    assert count_builds.calls == 4
+    # the same seed samples the same architectures first: answered from the cache
+    assert _run([*args, "--sample", "3", "--json"]) == 0
+    captured = capsys.readouterr()
+    data = json.loads(captured.out)
     assert len(data["results"]) == 3 and -1 <= data["spearman_flops_latency"] <= 1
+    assert count_builds.calls == 4
 
 
 def test_bad_flag_combinations(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
