@@ -327,7 +327,7 @@ def latency_worker(
             min=1.0,
             help="Seconds after which a dead worker's claim is taken over.",
         ),
-    ] = 1800.0,
+    ] = 600.0,
 ) -> None:
     """Measure every architecture of a study lacking a figure for this hardware (until stopped)."""
     from rs_search.latency.cache import LatencyCache, default_worker_id

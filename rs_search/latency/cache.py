@@ -33,7 +33,9 @@ from rs_search.storage.engine import make_engine
 from rs_search.storage.tables import LATENCY_CLAIMED, LATENCY_DONE, create_tables, latency
 from rs_search.storage.url import mask_url
 
-DEFAULT_CLAIM_TIMEOUT_S = 1800.0
+# A live holder refreshes its claim every timeout/4 (``Heartbeat``), however long it measures;
+# a dead one's claim is taken over after this long.
+DEFAULT_CLAIM_TIMEOUT_S = 600.0
 
 
 @dataclass(frozen=True)
@@ -286,6 +288,8 @@ class LatencyCache:
 
             measure_fn = measure
         worker = worker or default_worker_id()
+        progress = measure_kwargs.get("progress")
+        waiting = False
         while True:
             cached = self.get(arch, profile)
             if cached is not None and (
@@ -306,6 +310,12 @@ class LatencyCache:
                 self.put(arch, profile, result)
                 return result
             if claim is None:
+                if not waiting and progress is not None:
+                    progress(
+                        f"waiting for {self.holder(arch, profile) or 'another process'}, "
+                        "which is measuring this architecture"
+                    )
+                waiting = True
                 time.sleep(poll_s)  # another process is measuring it
                 continue
             try:

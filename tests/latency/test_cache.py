@@ -126,3 +126,31 @@ def test_claims_are_exclusive_released_and_taken_over_when_stale(storage: str) -
         assert b.complete(taken, result)
         assert a.get(arch, T1) == result
         assert b.try_claim(arch, T1, "worker-c") is None  # done rows are never claimed
+
+
+def test_a_request_waits_for_the_process_measuring_it(
+    storage: str, count_builds: BuildCounter
+) -> None:
+    import threading
+
+    from rs_search.latency.measure import measure
+
+    arch = tiny(resolution=40)
+    with LatencyCache(storage) as holder, LatencyCache(storage) as asker:
+        claim = holder.try_claim(arch, T1, "holder")
+        assert claim is not None
+        answers: list[LatencyResult] = []
+        messages: list[str] = []
+        thread = threading.Thread(
+            target=lambda: answers.append(
+                asker.get_or_measure(arch, T1, protocol=QUICK, poll_s=0.1, progress=messages.append)
+            )
+        )
+        thread.start()
+        time.sleep(0.5)
+        assert not answers  # still waiting
+        result = measure(arch, T1, protocol=QUICK)
+        assert holder.complete(claim, result)
+        thread.join(timeout=30)
+        assert answers == [result] and count_builds.calls == 1  # the asker built nothing
+        assert messages == ["waiting for holder, which is measuring this architecture"]
