@@ -83,7 +83,8 @@ class EpochMetrics:
     averages over the epoch's augmented batches. ``images_per_s`` counts training images of all
     ranks per second of the training phase; ``epoch_seconds`` includes evaluation.
     ``peak_memory_mb``: peak CUDA memory allocated by this process in the epoch, or on CPU the
-    process's peak resident set size so far. ``lr``: the LR of the epoch's last step.
+    process's peak resident set size so far. ``lr``: the LR after the epoch's last step, where
+    the next epoch starts (the peak after the warm-up, 0 after the last epoch).
     """
 
     epoch: int
@@ -250,6 +251,7 @@ class _Run:
     epoch: int = 0  # completed epochs
     step: int = 0  # steps done in epoch ``epoch + 1`` (mid-epoch checkpoint)
     partial: torch.Tensor | None = None  # [loss_sum, correct, count, seconds] of that part
+    interrupted: bool = False  # should_stop() fired on the epoch's last step: stop after it
 
     def state(self, candidate: Candidate, data: str, steps_per_epoch: int) -> dict[str, Any]:
         return {
@@ -506,6 +508,9 @@ def train(
                 if on_epoch is not None:
                     stop = on_epoch(metrics) is False
             stopped_early = broadcast_flag(stop, ctx, dev)
+            if run.interrupted and run.epoch < last_epoch and not stopped_early:
+                where = f"checkpoint in {out_dir}" if out_dir is not None else "no output folder"
+                raise TrialInterrupted(f"stopped after epoch {run.epoch}; {where}")
     except torch.OutOfMemoryError:
         if dev.type == "cuda":
             torch.cuda.empty_cache()
@@ -609,7 +614,9 @@ def _train_epoch(
                 loss=local[0].item() / max(local[2].item(), 1),
                 top1=100 * local[1].item() / max(local[2].item(), 1),
             )
-            if stop_here and step < steps_per_epoch:
+            if stop_here and step == steps_per_epoch:
+                run.interrupted = True  # finish this epoch (evaluate, checkpoint), then stop
+            elif stop_here:
                 run.step = step
                 run.partial = torch.cat([local, torch.tensor([seconds], dtype=torch.float64)])
                 where = "no checkpoint (no output folder)"

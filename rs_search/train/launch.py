@@ -42,13 +42,19 @@ LAUNCHED_ENV = "RS_SEARCH_LAUNCHED"  # set for workers of ``--nproc``: the launc
 ERROR_FILE_ENV = "TORCHELASTIC_ERROR_FILE"  # torchrun gives every worker one
 
 
+class _StderrLines(logging.Handler):
+    """One plain line per message on the current ``sys.stderr`` (looked up at each message, so
+    a redirected or captured stderr gets them too)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stderr, flush=True)
+
+
 def configure_logging() -> None:
     """Engine messages (resume, corrupt checkpoint) as plain lines on stderr."""
-    logger = logging.getLogger("rs_search")
-    if not logger.handlers:
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        logger.addHandler(handler)
+    logger = logging.getLogger("rs_search.train")
+    if not any(isinstance(h, _StderrLines) for h in logger.handlers):
+        logger.addHandler(_StderrLines())
         logger.setLevel(logging.INFO)
         logger.propagate = False
 
