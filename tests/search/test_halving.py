@@ -48,3 +48,19 @@ def test_fast_but_less_accurate_candidate_survives():
     pts = [[96.0, 10.0], [95.0, 11.0], [94.0, 12.0], [93.0, 13.0], [70.0, 1.0], [60.0, 14.0]]
     assert halving.decide(pts, 4, directions=dirs, eta=3, epoch=1).keep
     assert not halving.decide(pts, 1, directions=dirs, eta=3, epoch=1).keep
+
+
+def test_both_ends_of_the_front_continue_but_not_its_middle():
+    """Three non-dominated points, one place (3 // 3): crowding alone would keep one end; the
+    extremes (most accurate, fastest) both continue, the middle point is pruned."""
+    dirs = ("maximize", "minimize")
+    pts = [[90.0, 5.0], [95.0, 9.0], [80.0, 1.0]]
+    decisions = [halving.decide(pts, i, directions=dirs, eta=3, epoch=1,
+                                names=("accuracy", "latency")) for i in range(3)]
+    assert [d.keep for d in decisions] == [False, True, True]
+    assert [d.extreme for d in decisions] == [None, "accuracy", "latency"]
+    assert decisions[0].rank == 0 and "pruned" in decisions[0].reason()
+    # a tie is not a record: equal latency to an earlier trial keeps nothing extra
+    tie = halving.decide([[90.0, 1.0], [80.0, 1.0], [85.0, 3.0], [70.0, 4.0]], 1,
+                         directions=dirs, eta=3, epoch=1)
+    assert tie.extreme is None and not tie.keep
