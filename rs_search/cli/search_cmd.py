@@ -26,6 +26,17 @@ def register(app: typer.Typer) -> None:
     app.command("worker")(worker)
 
 
+def _quiet_optuna() -> None:
+    """Our own lines report progress; Optuna's INFO logs and experimental-API warnings
+    (heartbeats, the retry callback) would only interleave with them."""
+    import warnings
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
 def start(
     space: Annotated[Path, typer.Option("--space", show_default=False,
                                         help="Search-space YAML, e.g. spaces/quickstart.yaml.")],
@@ -75,6 +86,7 @@ def start(
     from rs_search.search import launch, summary
     from rs_search.search.study import create_or_resume, enqueue_work, join_study
 
+    _quiet_optuna()
     plan = launch.plan_start(
         space_file=space, budget=budget, study_name=study, storage=storage, data=data,
         trials=trials, timeout=timeout, workers=workers, device=device, sampler=sampler,
@@ -173,6 +185,7 @@ def worker(
     from rs_search.search.storage import study_names, unknown_study_message
     from rs_search.storage.url import resolve_storage_url
 
+    _quiet_optuna()
     timeout_s = parse_duration(timeout) if timeout is not None else None
     if nproc < 1:
         raise RsSearchError(f"--nproc {nproc}: must be at least 1")

@@ -28,6 +28,7 @@ def test_halving_spends_at_most_half_the_epochs(tmp_path):
     trials = study.get_trials()
     assert len(trials) == TRIALS
     epochs = [len(t.user_attrs["curve"]) for t in trials]
+    print("epochs", epochs, sum(epochs) / (TRIALS * BUDGET))
     assert sum(epochs) <= TRIALS * BUDGET / 2, epochs
 
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
