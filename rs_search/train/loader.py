@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import signal
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "batches",
     "build_loaders",
     "default_workers",
+    "ignore_sigterm",
     "item_seed",
 ]
 
@@ -110,6 +112,14 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+def ignore_sigterm(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: loader processes ignore SIGTERM. A scheduler (Slurm,
+    ``kill`` of a process group) signals every process; the training process turns SIGTERM
+    into a checkpoint, which a loader process that died of it first would turn into a crash.
+    Loader processes still end with their parent (DataLoader's own shutdown and watchdog)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def default_workers(device: torch.device, ctx: DistContext) -> int:
     """Loader processes per rank: on CUDA up to 8; on CPU one core is left to the model
     (decoding and RandAugment run beside the training threads), none when cores are scarce."""
@@ -139,6 +149,7 @@ def build_loaders(
         "num_workers": workers,
         "pin_memory": device.type == "cuda",
         "persistent_workers": workers > 0,
+        "worker_init_fn": ignore_sigterm if workers > 0 else None,
     }
     train_loader = DataLoader(
         SeededItems(source.train),

@@ -253,6 +253,56 @@ def test_kill_9_during_epoch_2_then_resume_continues_at_epoch_2(
     assert stdout.startswith("done: 3/3 epochs, val top-1")
 
 
+@pytest.mark.slow
+def test_sigterm_checkpoints_mid_epoch_and_exits_0(tmp_path: Path) -> None:
+    """SIGTERM to the whole process group (as Slurm sends it, loader processes included): the
+    run saves a mid-epoch checkpoint, says how to continue, and exits 0."""
+    cand = candidate(recipe={"epochs": 3, "randaug_layers": 0})
+    config = write_candidate(tmp_path / "c.yaml", cand)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [
+            *rs_search_cmd(),
+            "train",
+            "--config",
+            str(config),
+            "--data",
+            "synthetic:10",
+            "--device",
+            "cpu",
+            "--out",
+            str(out),
+            "--num-workers",
+            "1",
+        ],
+        cwd=tmp_path,
+        env=subprocess_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "metrics.json").exists():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "epoch 1 never finished"
+            time.sleep(0.1)
+        time.sleep(1.0)
+        os.killpg(proc.pid, signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0, stderr
+    lines = error_lines(stderr)
+    assert lines[-1].startswith("interrupted: stopped at epoch 2 step "), stderr
+    assert "continue with --resume" in lines[-1] and "Traceback" not in stderr
+    newest = checkpoint_paths(out)[0].name
+    assert newest.startswith("ckpt-0001-") and newest != "ckpt-0001-000000.pt"
+
+
 # ---------------------------------------------------------------------------------- torchrun DDP
 
 
