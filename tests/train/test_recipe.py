@@ -115,25 +115,28 @@ def test_ema_follows_tensorflow_warmup_and_averages_bn_buffers() -> None:
     assert ema_decay_at(0.9999, 90) == pytest.approx(91 / 100)
     assert ema_decay_at(0.9, 10_000) == 0.9
 
-    model = nn.Sequential(nn.Linear(3, 3, bias=False), nn.BatchNorm1d(3))
+    linear, bn = nn.Linear(3, 3, bias=False), nn.BatchNorm1d(3)
+    model = nn.Sequential(linear, bn)
     ema = WarmupEma(model, decay=0.99)
-    weight = model[0].weight
-    expected_w = weight.detach().clone()
-    expected_mean = model[1].running_mean.clone()
+    running_mean = bn.running_mean
+    assert running_mean is not None
+    expected_w = linear.weight.detach().clone()
+    expected_mean = running_mean.clone()
     ema.update_parameters(model)  # first update copies (AveragedModel)
     for t in range(1, 30):
         with torch.no_grad():
-            weight.add_(1.0)
-            model[1].running_mean.add_(2.0)
+            linear.weight.add_(1.0)
+            running_mean.add_(2.0)
         d = min(0.99, (1 + t) / (10 + t))
-        expected_w = d * expected_w + (1 - d) * weight.detach()
-        expected_mean = d * expected_mean + (1 - d) * model[1].running_mean
+        expected_w = d * expected_w + (1 - d) * linear.weight.detach()
+        expected_mean = d * expected_mean + (1 - d) * running_mean
         ema.update_parameters(model)
         assert ema.updates == t + 1
-    torch.testing.assert_close(ema.module[0].weight.detach(), expected_w)
-    torch.testing.assert_close(ema.module[1].running_mean, expected_mean)
+    averaged = dict(ema.module.state_dict())
+    torch.testing.assert_close(averaged["0.weight"], expected_w)
+    torch.testing.assert_close(averaged["1.running_mean"], expected_mean)
     # The EMA lags the weights: it is not a copy.
-    assert not torch.allclose(ema.module[0].weight, weight)
+    assert not torch.allclose(averaged["0.weight"], linear.weight)
 
 
 def test_ema_off_when_decay_is_zero() -> None:
