@@ -24,7 +24,8 @@ import logging
 import random
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -449,10 +450,11 @@ def train(
 
     torch.manual_seed(seed)  # the same initial weights on every rank (DDP broadcasts rank 0's too)
     net = build_model(arch, dropout=recipe.dropout, stochastic_depth=recipe.stochastic_depth)
-    net = net.to(dev).to(memory_format=torch.channels_last)
+    with _out_of_memory_is_an_answer(candidate, dev, per_rank_batch):
+        net = net.to(dev).to(memory_format=torch.channels_last)
+        ema = build_ema(net, recipe)
     optimizer = build_optimizer(net, recipe)
     scheduler = build_scheduler(optimizer, recipe, steps_per_epoch=steps_per_epoch)
-    ema = build_ema(net, recipe)
     model: nn.Module = net
     if ctx.distributed:
         model = DistributedDataParallel(net, device_ids=[dev.index] if dev.type == "cuda" else None)
@@ -473,8 +475,8 @@ def train(
     bar = make_progress(progress and ctx.is_main)
     stopped_early = False
     try:
-        while run.epoch < last_epoch and not stopped_early:
-            metrics = _train_epoch(
+        with _out_of_memory_is_an_answer(candidate, dev, per_rank_batch):
+            stopped_early = _epochs(
                 run,
                 candidate,
                 data,
@@ -491,33 +493,10 @@ def train(
                 should_stop=should_stop,
                 out_dir=out_dir,
                 bar=bar,
+                last_epoch=last_epoch,
+                on_epoch=on_epoch,
+                workers=workers,
             )
-            run.curve.append(metrics)
-            run.epoch += 1
-            run.step, run.partial = 0, None
-            stop = False
-            if ctx.is_main:
-                if out_dir is not None:
-                    ckpt.save_checkpoint(
-                        out_dir, run.state(candidate, data, steps_per_epoch), epoch=run.epoch
-                    )
-                    _write_metrics(
-                        out_dir, _metrics_payload(candidate, data, run, ctx, dev, seed, workers)
-                    )
-                bar.end_epoch(_epoch_line(metrics, recipe.epochs, has_ema=ema is not None))
-                if on_epoch is not None:
-                    stop = on_epoch(metrics) is False
-            stopped_early = broadcast_flag(stop, ctx, dev)
-            if run.interrupted and run.epoch < last_epoch and not stopped_early:
-                where = f"checkpoint in {out_dir}" if out_dir is not None else "no output folder"
-                raise TrialInterrupted(f"stopped after epoch {run.epoch}; {where}")
-    except torch.OutOfMemoryError:
-        if dev.type == "cuda":
-            torch.cuda.empty_cache()
-        raise CandidateOutOfMemory(
-            f"candidate {arch.label} width {arch.width:g} at {arch.resolution}px does not fit in "
-            f"{dev} memory with {per_rank_batch} images per device"
-        ) from None
     finally:
         bar.close()
     return TrainResult(
@@ -527,6 +506,95 @@ def train(
         stopped_early=stopped_early,
         out_dir=out_dir,
     )
+
+
+@contextmanager
+def _out_of_memory_is_an_answer(
+    candidate: Candidate, device: torch.device, per_rank_batch: int
+) -> Iterator[None]:
+    """Out-of-memory (CUDA, or the CPU allocator) becomes ``CandidateOutOfMemory``: for a search
+    "does not fit" is a result, and the worker goes on (DESIGN.md section 3)."""
+    try:
+        yield
+    except (torch.OutOfMemoryError, RuntimeError) as exc:
+        cpu_oom = "DefaultCPUAllocator: can't allocate memory" in str(exc)
+        if not isinstance(exc, torch.OutOfMemoryError) and not cpu_oom:
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        arch = candidate.arch
+        raise CandidateOutOfMemory(
+            f"candidate {arch.label} width {arch.width:g} at {arch.resolution}px does not fit in "
+            f"{device} memory with {per_rank_batch} images per device"
+        ) from None
+
+
+def _epochs(
+    run: _Run,
+    candidate: Candidate,
+    data: str,
+    train_loader: DataLoader[Any],
+    sampler: EpochSampler,
+    val_loader: DataLoader[Any],
+    criterion: nn.Module,
+    *,
+    ctx: DistContext,
+    device: torch.device,
+    amp: torch.dtype | None,
+    seed: int,
+    steps_per_epoch: int,
+    check_every: int,
+    should_stop: Callable[[], bool] | None,
+    out_dir: Path | None,
+    bar: EpochProgress,
+    last_epoch: int,
+    on_epoch: Callable[[EpochMetrics], bool] | None,
+    workers: int,
+) -> bool:
+    """Epochs until ``last_epoch``: train, checkpoint, metrics.json, ``on_epoch`` (rank 0), agree
+    on stopping. Returns whether ``on_epoch`` stopped the run early."""
+    recipe = candidate.recipe
+    stopped_early = False
+    dev = device
+    while run.epoch < last_epoch and not stopped_early:
+        metrics = _train_epoch(
+            run,
+            candidate,
+            data,
+            train_loader,
+            sampler,
+            val_loader,
+            criterion,
+            ctx=ctx,
+            device=dev,
+            amp=amp,
+            seed=seed,
+            steps_per_epoch=steps_per_epoch,
+            check_every=check_every,
+            should_stop=should_stop,
+            out_dir=out_dir,
+            bar=bar,
+        )
+        run.curve.append(metrics)
+        run.epoch += 1
+        run.step, run.partial = 0, None
+        stop = False
+        if ctx.is_main:
+            if out_dir is not None:
+                ckpt.save_checkpoint(
+                    out_dir, run.state(candidate, data, steps_per_epoch), epoch=run.epoch
+                )
+                _write_metrics(
+                    out_dir, _metrics_payload(candidate, data, run, ctx, dev, seed, workers)
+                )
+            bar.end_epoch(_epoch_line(metrics, recipe.epochs, has_ema=run.ema is not None))
+            if on_epoch is not None:
+                stop = on_epoch(metrics) is False
+        stopped_early = broadcast_flag(stop, ctx, dev)
+        if run.interrupted and run.epoch < last_epoch and not stopped_early:
+            where = f"checkpoint in {out_dir}" if out_dir is not None else "no output folder"
+            raise TrialInterrupted(f"stopped after epoch {run.epoch}; {where}")
+    return stopped_early
 
 
 def _train_epoch(
