@@ -18,7 +18,10 @@ class SpecError(RsSearchError, ValueError):
 
 
 class SpaceError(RsSearchError, ValueError):
-    """A search-space file is malformed. The message names the file, the key path and what is allowed."""
+    """A search-space file is malformed.
+
+    The message names the file, the key path and what is allowed.
+    """
 
 
 class BudgetError(RsSearchError, ValueError):

@@ -37,7 +37,9 @@ Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
 
 
-def layout_for(depth: int | str | list[int] | tuple[int, ...], *, where: str = "depth") -> tuple[int, ...]:
+def layout_for(
+    depth: int | str | list[int] | tuple[int, ...], *, where: str = "depth"
+) -> tuple[int, ...]:
     """A named depth (50..420) or an explicit list of four block counts -> the block layout."""
     if isinstance(depth, bool):
         raise SpecError(f"{where}: {depth!r} is not a depth; allowed: {_depth_help()}")
@@ -47,16 +49,22 @@ def layout_for(depth: int | str | list[int] | tuple[int, ...], *, where: str = "
         try:
             depth = [int(p) for p in depth.split("-")]
         except ValueError:
-            raise SpecError(f"{where}: {depth!r} is not a layout; allowed: {_depth_help()}") from None
+            raise SpecError(
+                f"{where}: {depth!r} is not a layout; allowed: {_depth_help()}"
+            ) from None
     if isinstance(depth, int):
         if depth not in NAMED_LAYOUTS:
             raise SpecError(f"{where}: {depth} is not a named depth; allowed: {_depth_help()}")
         return NAMED_LAYOUTS[depth]
     if isinstance(depth, (list, tuple)):
-        if len(depth) != 4 or not all(isinstance(b, int) and not isinstance(b, bool) for b in depth):
+        if len(depth) != 4 or not all(
+            isinstance(b, int) and not isinstance(b, bool) for b in depth
+        ):
             raise SpecError(f"{where}: {list(depth)!r} is not a layout; allowed: {_depth_help()}")
         if any(b < 1 for b in depth):
-            raise SpecError(f"{where}: {list(depth)!r} has a stage with no blocks; each stage needs >= 1")
+            raise SpecError(
+                f"{where}: {list(depth)!r} has a stage with no blocks; each stage needs >= 1"
+            )
         return tuple(depth)
     raise SpecError(f"{where}: {depth!r} is not a depth; allowed: {_depth_help()}")
 
@@ -67,7 +75,10 @@ def _depth_help() -> str:
 
 
 def layout_label(layout: tuple[int, ...]) -> str:
-    """``50`` for a published layout, else ``"2-2-2-2"`` (also how Optuna stores a layout choice)."""
+    """``50`` for a published layout, else ``"2-2-2-2"``.
+
+    The second form is also how Optuna stores a layout choice.
+    """
     for depth, named in NAMED_LAYOUTS.items():
         if named == tuple(layout):
             return str(depth)
@@ -81,7 +92,9 @@ def _stable_key(payload: Mapping[str, Any]) -> str:
 
 def _check_type(value: Any, expected: type | tuple[type, ...], where: str) -> None:
     # bool is an int subclass; a YAML ``true`` must not pass as a number.
-    if isinstance(value, bool) and bool not in (expected if isinstance(expected, tuple) else (expected,)):
+    if isinstance(value, bool) and bool not in (
+        expected if isinstance(expected, tuple) else (expected,)
+    ):
         raise SpecError(f"{where}: expected {_type_name(expected)}, got {value!r}")
     if not isinstance(value, expected):
         raise SpecError(f"{where}: expected {_type_name(expected)}, got {value!r}")
@@ -136,7 +149,10 @@ class ArchSpec:
         return layout_label(self.layout)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
+        return {
+            f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
+            for f in fields(self)
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, where: str = "arch") -> ArchSpec:
@@ -151,7 +167,9 @@ class ArchSpec:
             values["layout"] = layout_for(values.pop("depth"), where=f"{where}.depth")
         unknown = sorted(set(values) - known)
         if unknown:
-            raise SpecError(f"{where}.{unknown[0]}: unknown key; allowed: depth, {', '.join(sorted(known))}")
+            raise SpecError(
+                f"{where}.{unknown[0]}: unknown key; allowed: depth, {', '.join(sorted(known))}"
+            )
         if "layout" in values:
             values["layout"] = layout_for(values["layout"], where=f"{where}.layout")
         return cls(**values)
@@ -184,8 +202,15 @@ class RecipeSpec:
         ints = ("epochs", "batch_size", "randaug_layers", "randaug_magnitude", "warmup_epochs")
         for name in ints:
             _check_type(getattr(self, name), int, f"recipe.{name}")
-        for name in ("lr_per_256", "momentum", "weight_decay", "label_smoothing", "ema_decay",
-                     "dropout", "stochastic_depth"):
+        for name in (
+            "lr_per_256",
+            "momentum",
+            "weight_decay",
+            "label_smoothing",
+            "ema_decay",
+            "dropout",
+            "stochastic_depth",
+        ):
             value = getattr(self, name)
             _check_type(value, (int, float), f"recipe.{name}")
             object.__setattr__(self, name, float(value))
@@ -208,7 +233,9 @@ class RecipeSpec:
         if self.randaug_layers < 0 or self.warmup_epochs < 0:
             raise SpecError("recipe.randaug_layers and recipe.warmup_epochs must be >= 0")
         if self.precision not in PRECISIONS:
-            raise SpecError(f"recipe.precision: {self.precision!r}; allowed: {', '.join(PRECISIONS)}")
+            raise SpecError(
+                f"recipe.precision: {self.precision!r}; allowed: {', '.join(PRECISIONS)}"
+            )
 
     @property
     def lr(self) -> float:
@@ -225,7 +252,9 @@ class RecipeSpec:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise SpecError(f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(sorted(known))}")
+            raise SpecError(
+                f"{where}.{unknown[0]}: unknown key; allowed: {', '.join(sorted(known))}"
+            )
         return cls(**dict(data))
 
     def key(self) -> str:
@@ -247,7 +276,9 @@ class Candidate:
         """Top-level ``arch:`` and ``recipe:`` mappings; other top-level keys (metrics,
         provenance written by export) are allowed and ignored."""
         if not isinstance(data, Mapping):
-            raise SpecError(f"{where}: expected a mapping with 'arch' and 'recipe', got {type(data).__name__}")
+            raise SpecError(
+                f"{where}: expected a mapping with 'arch' and 'recipe', got {type(data).__name__}"
+            )
         if "arch" not in data:
             raise SpecError(f"{where}: missing 'arch' mapping")
         arch = ArchSpec.from_dict(data["arch"], where=f"{where}: arch")

@@ -28,7 +28,8 @@ from rs_search.errors import RsSearchError
 
 app = typer.Typer(
     name="rs-search",
-    help="Search ResNet-RS architectures and training recipes (Bello et al. 2021) on your hardware.",
+    help="Search ResNet-RS architectures and training recipes (Bello et al. 2021) "
+    "on your hardware.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
@@ -46,15 +47,26 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: Annotated[
-        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+        bool,
+        typer.Option(
+            "--version", callback=_version, is_eager=True, help="Print the version and exit."
+        ),
     ] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
 ) -> None:
     _state["debug"] = debug
 
 
-for _module in (models_cmd, space_cmd, train_cmd, latency_cmd, search_cmd, select_cmd, export_cmd,
-                report_cmd):
+for _module in (
+    models_cmd,
+    space_cmd,
+    train_cmd,
+    latency_cmd,
+    search_cmd,
+    select_cmd,
+    export_cmd,
+    report_cmd,
+):
     _module.register(app)
 
 
@@ -88,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(exc.exit_code)
         if debug:
             raise
-        typer.echo(f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        typer.echo(
+            f"error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True
+        )
         sys.exit(1)
 
 

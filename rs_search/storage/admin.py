@@ -36,8 +36,10 @@ def create_database(url: str | URL, name: str) -> URL:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
     except SQLAlchemyError as exc:
-        raise StorageError(f"cannot create database {name!r} on {mask_url(admin)}: "
-                           f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}") from None
+        raise StorageError(
+            f"cannot create database {name!r} on {mask_url(admin)}: "
+            f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}"
+        ) from None
     finally:
         engine.dispose()
     return admin.set(database=name)
@@ -53,7 +55,9 @@ def drop_database(url: str | URL, name: str) -> None:
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     except SQLAlchemyError as exc:
-        raise StorageError(f"cannot drop database {name!r} on {mask_url(admin)}: "
-                           f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}") from None
+        raise StorageError(
+            f"cannot drop database {name!r} on {mask_url(admin)}: "
+            f"{str(getattr(exc, 'orig', exc)).strip().splitlines()[0]}"
+        ) from None
     finally:
         engine.dispose()

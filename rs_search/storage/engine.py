@@ -35,9 +35,15 @@ def make_engine(storage: str | URL | None = None, *, check: bool = True) -> Engi
                 conn.execute(text("SELECT 1"))
         except SQLAlchemyError as exc:
             engine.dispose()
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else type(exc).__name__
+            reason = (
+                str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+                if str(exc)
+                else type(exc).__name__
+            )
             # The driver's message can quote the DSN; mask anything that looks like a password.
-            raise StorageError(f"cannot reach storage {mask_url(url)}: {_scrub(reason, url)}") from None
+            raise StorageError(
+                f"cannot reach storage {mask_url(url)}: {_scrub(reason, url)}"
+            ) from None
     return engine
 
 

@@ -57,7 +57,9 @@ def test_create_and_drop_throwaway_database(postgres_url: str) -> None:
     admin = make_engine(server)
     try:
         with admin.connect() as conn:
-            exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).first()
+            exists = conn.execute(
+                text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}
+            ).first()
     finally:
         admin.dispose()
     assert exists is None
