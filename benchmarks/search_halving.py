@@ -1,6 +1,7 @@
 """Successive halving against no halving: the same search twice, in one run, as ratios.
 
-Runs ``rs-search start`` twice on fresh SQLite files, with the same space, budget, trial count and
+Runs ``rs-search start`` twice into one fresh SQLite file (two studies sharing one latency cache,
+so both see the same latency for an architecture), with the same space, budget, trial count and
 sampler seed: once with Pareto-aware successive halving (eta 3) and once with ``--no-halving``.
 Prints the epochs each spent, the wall time, both Pareto fronts and their hypervolumes against
 the same reference point (top-1 0 %, 1.1 x the slowest latency seen), as ratios halving/none.
@@ -44,9 +45,10 @@ class Run:
 def run(space: Path, data: str, budget: str, trials: int, seed: int, halving: bool,
         workdir: Path) -> Run:
     workdir.mkdir(parents=True, exist_ok=True)
+    name = "halving" if halving else "none"
     cmd = [sys.executable, "-m", "rs_search.cli.main", "start", "--space", str(space),
            "--budget", budget, "--trials", str(trials), "--data", data, "--seed", str(seed),
-           "--device", "cpu", "--study", "bench", "--halving" if halving else "--no-halving"]
+           "--device", "cpu", "--study", name, "--halving" if halving else "--no-halving"]
     env = {k: v for k, v in os.environ.items() if k != "RS_SEARCH_STORAGE"}
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
@@ -54,8 +56,8 @@ def run(space: Path, data: str, budget: str, trials: int, seed: int, halving: bo
     if proc.returncode != 0:
         sys.exit(f"search failed ({'halving' if halving else 'no halving'}):\n"
                  f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
-    study = optuna.load_study(study_name="bench", storage=f"sqlite:///{workdir / 'rs-search.db'}")
-    settings = StudySettings.from_study_attrs(study.user_attrs, study_name="bench")
+    study = optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'rs-search.db'}")
+    settings = StudySettings.from_study_attrs(study.user_attrs, study_name=name)
     trials_ = study.get_trials()
     epochs = sum(len(t.user_attrs.get("curve", [])) for t in trials_)
     return Run(wall=wall, epochs=epochs, settings=settings, trials=trials_,
@@ -75,8 +77,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
-        results = {h: run(args.space, args.data, args.budget, args.trials, args.seed, h,
-                          base / ("halving" if h else "none")) for h in (True, False)}
+        results = {h: run(args.space, args.data, args.budget, args.trials, args.seed, h, base)
+                   for h in (True, False)}
     settings = results[True].settings
     latencies = [t.values[1] for r in results.values() for t in r.trials if t.values is not None]
     reference = (0.0, 1.1 * max(latencies))

@@ -105,18 +105,23 @@ def start(
             if settings.n_trials is not None else None)
     est = summary.estimate(settings, trials=todo if todo is not None else 0,
                            train_images=plan.train_images, flops_range=plan.flops_range)
-    console.print("[bold]estimate[/]: " + ("; ".join(est.lines()) if todo is not None
-                                           else "open-ended (no --trials): "
-                                           f"{settings.budget_epochs} epochs per full trial"))
-    console.print(f"running {plan.workers} worker(s) on {', '.join(plan.devices)}; logs in "
-                  f"{Path(settings.artifacts) / plan.study_name / 'logs'}")
+    spent = todo is not None and todo <= 0 and left.running == 0 and left.waiting == 0
+    if spent:
+        console.print("the trial budget is spent: nothing left to run (raise --trials to go on)")
+    else:
+        console.print("[bold]estimate[/]: " + ("; ".join(est.lines()) if todo is not None
+                                               else "open-ended (no --trials): "
+                                               f"{settings.budget_epochs} epochs per full trial"))
+        console.print(f"running {plan.workers} worker(s) on {', '.join(plan.devices)}; logs in "
+                      f"{Path(settings.artifacts) / plan.study_name / 'logs'}")
     del opt_study
     watcher, _ = join_study(plan.study_name, plan.storage_url, queued=False)
     if auto_scale:  # the workers inherit the environment (issue 6)
         from rs_search.search.worker import ENV_AUTO_SCALE
 
         os.environ[ENV_AUTO_SCALE] = "1"
-    local = launch.LocalWorkers.spawn(plan, Path(settings.artifacts) / plan.study_name / "logs")
+    local = launch.LocalWorkers.spawn(plan, Path(settings.artifacts) / plan.study_name / "logs",
+                                      count=0 if spent else None)
     last = {"line": ""}
 
     def poll() -> None:

@@ -185,7 +185,10 @@ class LocalWorkers:
     logs: list[Path]
 
     @classmethod
-    def spawn(cls, plan: StartPlan, log_dir: Path) -> LocalWorkers:
+    def spawn(cls, plan: StartPlan, log_dir: Path, *, count: int | None = None) -> LocalWorkers:
+        """Start ``count`` workers (default: one per planned device)."""
+        if count == 0:
+            return cls(procs=[], logs=[])
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, ENV_STORAGE: plan.storage_url}
         threads = max(1, (os.cpu_count() or 1) // max(1, plan.workers))
