@@ -64,8 +64,9 @@ def start(
                                                  "(default: budget/eta^3, at least 1).")] = None,
     halving: Annotated[bool, typer.Option("--halving/--no-halving", help="Pareto-aware successive "
                                           "halving of unpromising trials.")] = True,
-    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed (one worker: a "
-                                             "reproducible sequence of candidates).")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed of the local workers "
+                                             "(worker k uses seed+k; with one worker the "
+                                             "candidate sequence is reproducible).")] = None,
     artifacts: Annotated[str, typer.Option("--artifacts", help="Checkpoint directory (shared "
                                            "between machines for cross-machine resume).")
                          ] = "rs-search-artifacts",

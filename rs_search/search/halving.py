@@ -10,18 +10,16 @@ for Massively Parallel Hyperparameter Tuning", ASHA) with the ranking replaced b
   original), its position in the crowded-comparison order (non-dominated rank on
   (top-1 at the rung, latency[, memory]), then crowding distance) is within the first
   ``max(1, n // eta)`` — Optuna's ``SuccessiveHalvingPruner`` promotion rule, so the first trial
-  at a rung always continues and later ones must beat the rung's field;
-- or if it is an *extreme* of the rung's front: strictly the best of the field in one objective
-  (the most accurate so far, or the fastest, or the leanest). An extreme is never dominated and
-  has infinite crowding distance, but with only ``n // eta`` places a front's two ends compete
-  for one slot and the search would keep completing one end of the trade-off. Keeping them
-  preserves the front's breadth for the cost of the running records, about ``ln n`` extra
-  promotions per objective and rung (a new record in a random sequence is rare). Measured on
-  the quickstart (16 trials, 12 epochs): see benchmarks/RESULTS.md, "Search".
+  at a rung always continues and later ones must beat the rung's field.
 
 Latency and memory are known before training (they are measured on the target hardware), so a
 fast but less accurate candidate can survive a rung: halving keeps the front's breadth instead of
-only its most accurate end. Everything here is pure except ``rung_points``, which reads trials.
+only its most accurate end (both ends of a rung's front have infinite crowding distance, so once
+``n // eta >= 2`` both continue). Early on, with one place, the ends compete and the earlier trial
+wins the tie. Always promoting the ends as well (per-objective records) was tried and measured: it
+roughly doubled the epochs of small studies (a noisy latency figure makes many early trials
+"fastest so far") and added nothing once ``n >= eta^2``; see benchmarks/RESULTS.md, "Search".
+Everything here is pure except ``rung_points``, which reads trials.
 """
 
 from __future__ import annotations
@@ -83,21 +81,18 @@ class Decision:
     epoch: int
     keep: bool
     position: int  # 0-based place in the crowded-comparison order
-    kept: int  # how many of the field continue by place (max(1, n // eta))
+    kept: int  # how many of the field continue (max(1, n // eta))
     field_size: int
     rank: int  # non-dominated rank at the rung
-    extreme: str | None = None  # objective in which it is strictly the best of the field
 
     def reason(self) -> str:
         verdict = "continues" if self.keep else "pruned"
-        best = f", best {self.extreme} so far" if self.extreme else ""
         return (f"epoch {self.epoch}: place {self.position + 1} of {self.field_size} "
-                f"(front rank {self.rank}{best}), top {self.kept} continue: {verdict}")
+                f"(front rank {self.rank}), top {self.kept} continue: {verdict}")
 
-    def to_dict(self) -> dict[str, int | bool | str | None]:
+    def to_dict(self) -> dict[str, int | bool]:
         return {"epoch": self.epoch, "keep": self.keep, "position": self.position,
-                "kept": self.kept, "field_size": self.field_size, "rank": self.rank,
-                "extreme": self.extreme}
+                "kept": self.kept, "field_size": self.field_size, "rank": self.rank}
 
 
 def decide(
@@ -107,33 +102,16 @@ def decide(
     directions: Sequence[str],
     eta: int,
     epoch: int,
-    names: Sequence[str] | None = None,
 ) -> Decision:
     """Should ``points[me]`` continue past the rung at ``epoch``? ``points`` are every trial that
-    reached the rung (itself included), in the objectives' order and directions; ``names`` name
-    the objectives for the record (default ``objective <i>``)."""
+    reached the rung (itself included), in the objectives' order and directions."""
     assert 0 <= me < len(points)
     order = selection_order(points, directions).tolist()
     ranks = non_dominated_rank(points, directions)
     kept = max(1, len(points) // eta)
     position = order.index(me)
-    extreme = _extreme(points, me, directions, names)
-    return Decision(epoch=epoch, keep=position < kept or extreme is not None, position=position,
-                    kept=kept, field_size=len(points), rank=int(ranks[me]), extreme=extreme)
-
-
-def _extreme(points: Sequence[Sequence[float]], me: int, directions: Sequence[str],
-             names: Sequence[str] | None) -> str | None:
-    """The first objective in which ``points[me]`` is strictly better than every other point."""
-    if len(points) < 2:
-        return None  # alone at the rung: the place rule already keeps it
-    for j, direction in enumerate(directions):
-        mine = float(points[me][j])
-        others = [float(p[j]) for i, p in enumerate(points) if i != me]
-        better = mine > max(others) if direction == "maximize" else mine < min(others)
-        if better:
-            return names[j] if names is not None else f"objective {j}"
-    return None
+    return Decision(epoch=epoch, keep=position < kept, position=position, kept=kept,
+                    field_size=len(points), rank=int(ranks[me]))
 
 
 def objective_point(top1: float, trial_attrs: dict[str, object], objectives: Sequence[str]

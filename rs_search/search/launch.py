@@ -27,6 +27,7 @@ from rs_search.budget import parse_budget
 from rs_search.errors import DataError, RsSearchError
 from rs_search.search.artifacts import CheckpointStore
 from rs_search.search.settings import SAMPLERS, StudySettings, settings_from_space
+from rs_search.search.study import ENV_WORKER_INDEX
 from rs_search.space import SearchSpace, load_space
 from rs_search.storage.engine import make_engine
 from rs_search.storage.url import ENV_STORAGE, mask_url, resolve_storage_url
@@ -203,7 +204,8 @@ class LocalWorkers:
             if plan.loader_workers is not None:
                 cmd += ["--loader-workers", str(plan.loader_workers)]
             handle = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped
-            procs.append(subprocess.Popen(cmd, env=env, stdout=handle, stderr=subprocess.STDOUT,
+            procs.append(subprocess.Popen(cmd, env={**env, ENV_WORKER_INDEX: str(k)},
+                                          stdout=handle, stderr=subprocess.STDOUT,
                                           start_new_session=True))
             handle.close()
             logs.append(log)

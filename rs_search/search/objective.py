@@ -247,7 +247,7 @@ class Objective:
         origins = sorted(field_)
         decision = halving.decide([field_[o] for o in origins], origins.index(origin),
                                   directions=self.settings.directions, eta=self.settings.eta,
-                                  epoch=epoch, names=self.settings.objectives)
+                                  epoch=epoch)
         _log.info("trial %d: %s", trial.number, decision.reason())
         return decision
 

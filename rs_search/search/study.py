@@ -13,6 +13,7 @@ normally does.
 
 from __future__ import annotations
 
+import os
 import warnings
 from dataclasses import replace
 from typing import Any
@@ -91,9 +92,24 @@ def join_study(
     interval, grace = settings.heartbeat()
     configure_heartbeat(rdb, interval=interval, grace=grace, max_retry=settings.max_retry)
     cls = QueuedStudy if (queued and settings.n_trials is not None) else optuna.Study
+    if sampler_seed is None:
+        sampler_seed = worker_seed(settings)
     study = cls(study_name=study_name, storage=rdb,
                 sampler=make_sampler(settings, seed=sampler_seed))
     return study, settings
+
+
+ENV_WORKER_INDEX = "RS_SEARCH_WORKER_INDEX"  # set by `start` for its k-th local worker
+
+
+def worker_seed(settings: StudySettings) -> int | None:
+    """The sampler seed of this worker: ``start --seed S`` gives its k-th local worker S + k
+    (distinct streams, so parallel workers do not sample the same candidates); a worker that
+    joined from elsewhere samples unseeded."""
+    index = os.environ.get(ENV_WORKER_INDEX)
+    if settings.seed is None or index is None or not index.isdigit():
+        return None
+    return settings.seed + int(index)
 
 
 def configure_heartbeat(rdb: Any, *, interval: int, grace: int, max_retry: int | None) -> None:

@@ -50,17 +50,9 @@ def test_fast_but_less_accurate_candidate_survives():
     assert not halving.decide(pts, 1, directions=dirs, eta=3, epoch=1).keep
 
 
-def test_both_ends_of_the_front_continue_but_not_its_middle():
-    """Three non-dominated points, one place (3 // 3): crowding alone would keep one end; the
-    extremes (most accurate, fastest) both continue, the middle point is pruned."""
+def test_both_ends_of_a_front_continue_once_there_are_two_places():
     dirs = ("maximize", "minimize")
-    pts = [[90.0, 5.0], [95.0, 9.0], [80.0, 1.0]]
-    decisions = [halving.decide(pts, i, directions=dirs, eta=3, epoch=1,
-                                names=("accuracy", "latency")) for i in range(3)]
-    assert [d.keep for d in decisions] == [False, True, True]
-    assert [d.extreme for d in decisions] == [None, "accuracy", "latency"]
-    assert decisions[0].rank == 0 and "pruned" in decisions[0].reason()
-    # a tie is not a record: equal latency to an earlier trial keeps nothing extra
-    tie = halving.decide([[90.0, 1.0], [80.0, 1.0], [85.0, 3.0], [70.0, 4.0]], 1,
-                         directions=dirs, eta=3, epoch=1)
-    assert tie.extreme is None and not tie.keep
+    # front: (99, 9) most accurate, (90, 5) middle, (80, 1) fastest; the rest dominated
+    pts = [[90.0, 5.0], [99.0, 9.0], [80.0, 1.0], [89.0, 5.5], [88.0, 6.0], [87.0, 6.5]]
+    keep = [halving.decide(pts, i, directions=dirs, eta=3, epoch=1).keep for i in range(6)]
+    assert keep == [False, True, True, False, False, False]
