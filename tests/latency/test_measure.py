@@ -35,11 +35,11 @@ def _quiet_enough() -> None:
 
 
 def _unstable(results: list[LatencyResult]) -> str:
-    return (
-        "protocol flagged the figures: contention "
-        + "/".join(f"{r.contention:.0%}" for r in results)
-        + f", load {results[0].load_avg:.1f}"
+    figures = ", ".join(
+        f"{r.median_ms or 0:.2f} ms spread {r.spread or 0:.0%} contention {r.contention or 0:.0%}"
+        for r in results
     )
+    return f"protocol flagged the figures ({figures}; load {results[0].load_avg:.1f})"
 
 
 def test_repeated_measurements_agree_within_5_percent(capsys: pytest.CaptureFixture[str]) -> None:
