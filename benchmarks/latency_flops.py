@@ -31,12 +31,12 @@ from dataclasses import dataclass
 from rs_search.latency.measure import measure
 from rs_search.latency.profiles import device_name, get_profile, torch_version
 from rs_search.latency.result import LatencyResult
-from rs_search.latency.runqueue import contention_probe
+from rs_search.latency.runqueue import contention_probe, others_busy_probe
 from rs_search.latency.stats import inversions, spearman
 from rs_search.models.complexity import count_flops, count_params
 from rs_search.specs import NAMED_LAYOUTS, ArchSpec
 
-QUIET = 0.25  # probe share of waiting above which the machine counts as busy
+QUIET = 0.25  # probe shares (waiting, others' CPU use) above which the machine counts as busy
 
 
 def _rs(depth: int, resolution: int, **kw: object) -> ArchSpec:
@@ -76,10 +76,10 @@ class Row:
 def wait_for_quiet(patience_s: float) -> float:
     """Wait (up to ``patience_s``) until a probe sees the CPUs mostly free; the last share."""
     deadline = time.monotonic() + patience_s
-    share = contention_probe(0.3)
+    share = max(others_busy_probe(0.3), contention_probe(0.3))
     while share > QUIET and time.monotonic() < deadline:
         time.sleep(2.0)
-        share = contention_probe(0.3)
+        share = max(others_busy_probe(0.3), contention_probe(0.3))
     return share
 
 
@@ -88,7 +88,8 @@ def better(a: LatencyResult, b: LatencyResult) -> LatencyResult:
     (other processes only add time: the lower of two contended medians is nearer the truth)."""
 
     def rank(r: LatencyResult) -> tuple[bool, float, float]:
-        return (not r.stable, round(r.contention or 0.0, 1), r.median_ms or 0.0)
+        busy = max(r.contention or 0.0, r.others_busy or 0.0)
+        return (not r.stable, round(busy, 1), r.median_ms or 0.0)
 
     return a if rank(a) <= rank(b) else b
 
@@ -204,7 +205,11 @@ def main() -> None:
         r = row.result
         ms = r.median_ms or 0.0
         note = (
-            r.status if not r.ok else ("" if r.stable else f"flagged ({r.contention:.0%} waited)")
+            r.status
+            if not r.ok
+            else ""
+            if r.stable
+            else f"flagged ({r.contention:.0%} waited, others {r.others_busy or 0:.0%})"
         )
         print(
             f"| {row.name} | {row.params / 1e6:.2f} | {row.flops / 1e9:.2f} | "

@@ -373,6 +373,8 @@ def _contention(result: LatencyResult) -> str:
     if result.contention is None:
         return "-"
     text = f"{100 * result.contention:.0f}% of timed passes waited for a CPU"
+    if result.others_busy is not None:
+        text += f"; other processes used {100 * result.others_busy:.0f}% of the CPUs"
     return text if result.load_avg is None else f"{text} (load average {result.load_avg:.1f})"
 
 
@@ -385,7 +387,10 @@ def _label(arch: ArchSpec) -> str:
 def _busy(result: LatencyResult) -> bool:
     from rs_search.latency.measure import protocol_from_env
 
-    return (result.contention or 0.0) > protocol_from_env().max_delayed
+    protocol = protocol_from_env()
+    return (result.contention or 0.0) > protocol.max_delayed or (
+        result.others_busy or 0.0
+    ) > protocol.max_others_busy
 
 
 def _f(value: float | None, digits: int = 3) -> str:

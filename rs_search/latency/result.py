@@ -45,6 +45,7 @@ class LatencyResult:
     # machine (with one thread, it is the pass's own compute); a median_ms far above it means
     # other processes held the CPUs. A diagnostic, not the latency.
     cpu_ms: float | None = None
+    others_busy: float | None = None  # CPU: share of the machine other processes used meanwhile
     error: str | None = None  # why, when status is oom or error
 
     def __post_init__(self) -> None:

@@ -16,7 +16,7 @@ from rs_search.errors import RsSearchError
 from rs_search.latency.measure import DEFAULT_PROTOCOL, measure
 from rs_search.latency.profiles import HardwareProfile
 from rs_search.latency.result import LatencyResult
-from rs_search.latency.runqueue import contention_probe
+from rs_search.latency.runqueue import contention_probe, others_busy_probe
 from rs_search.specs import ArchSpec
 from tests.latency.conftest import QUICK, T1, tiny
 
@@ -26,6 +26,12 @@ BUSY = 0.25  # skip timing checks when a probe waits this share of its time for 
 
 def _quiet_enough() -> None:
     """Skip at once (instead of measuring noise for a minute) when other processes hold the CPUs."""
+    others = others_busy_probe(0.3)
+    if others > BUSY:
+        pytest.skip(
+            f"machine busy: other processes used {others:.0%} of the CPUs "
+            f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs)"
+        )
     share = contention_probe(0.3)
     if share > BUSY:
         pytest.skip(
@@ -37,6 +43,7 @@ def _quiet_enough() -> None:
 def _unstable(results: list[LatencyResult]) -> str:
     figures = ", ".join(
         f"{r.median_ms or 0:.2f} ms spread {r.spread or 0:.0%} contention {r.contention or 0:.0%}"
+        f" others {r.others_busy or 0:.0%}"
         for r in results
     )
     return f"protocol flagged the figures ({figures}; load {results[0].load_avg:.1f})"
