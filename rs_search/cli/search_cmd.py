@@ -209,7 +209,7 @@ def worker(
         code = ddp.launch(nproc=nproc, study_name=study,
                           storage_url=url.render_as_string(hide_password=False), device=device,
                           artifacts=artifacts, timeout_s=timeout_s,
-                          loader_workers=loader_workers)
+                          loader_workers=loader_workers, max_trials=max_trials)
         if code != 0:
             raise typer.Exit(code)
         return

@@ -41,6 +41,7 @@ def launch(
     artifacts: str | None,
     timeout_s: float | None,
     loader_workers: int | None = None,
+    max_trials: int | None = None,
 ) -> int:
     """Run ``nproc`` ranks of this module under torchrun on this machine; returns its exit code.
 
@@ -56,6 +57,8 @@ def launch(
         cmd += ["--timeout", str(timeout_s)]
     if loader_workers is not None:
         cmd += ["--loader-workers", str(loader_workers)]
+    if max_trials is not None:
+        cmd += ["--max-trials", str(max_trials)]
     env = {**os.environ, "RS_SEARCH_STORAGE": storage_url,
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
     proc = subprocess.Popen(cmd, env=env)
@@ -127,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--artifacts", default=None)
     parser.add_argument("--timeout", type=float, default=None)
     parser.add_argument("--loader-workers", type=int, default=None)
+    parser.add_argument("--max-trials", type=int, default=None)
     args = parser.parse_args(argv)
 
     from rs_search.search.worker import StopFlag, run_worker
@@ -144,6 +148,7 @@ def main(argv: list[str] | None = None) -> int:
             report = run_worker(
                 study_name=args.study, storage=None, device=args.device,
                 artifacts=args.artifacts, timeout_s=args.timeout, stop=stop, world_size=world,
+                max_trials=args.max_trials,
                 make_launcher=lambda s: BroadcastTrain(local=LocalTrain(
                     data=s.data, device=args.device, num_workers=args.loader_workers)),
                 echo=lambda s: print(f"[rank 0/{world}] {s}", flush=True))
