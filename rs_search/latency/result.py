@@ -46,6 +46,11 @@ class LatencyResult:
     # other processes held the CPUs. A diagnostic, not the latency.
     cpu_ms: float | None = None
     others_busy: float | None = None  # CPU: share of the machine other processes used meanwhile
+    # A fixed matmul kernel timed after each repetition (measure._Reference): its median in the
+    # reported window and its spread. Two figures taken at different reference times were taken
+    # at different machine speeds (host frequency, sibling hyperthread).
+    reference_ms: float | None = None
+    reference_spread: float | None = None
     error: str | None = None  # why, when status is oom or error
 
     def __post_init__(self) -> None:
