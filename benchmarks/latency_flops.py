@@ -190,15 +190,20 @@ def main() -> None:
 
     ok = [r for r in rows if r.result.ok]
     ref = rows[0]
-    ref_ms = ref.result.median_ms or 1.0
+
+    def corrected(r: LatencyResult) -> float:
+        """Latency in units of the reference kernel timed beside it: machine-speed drift cancels."""
+        return (r.median_ms or 0.0) / (r.reference_ms or 1.0)
+
     print(
         f"\nProfile `{profile.name}`: {profile.describe()}; "
         f"device **{device_name(profile.device)}**, torch {torch_version()}; "
-        f"ms per batch of {profile.batch_size}; ratios against {ref.name}.\n"
+        f"ms per batch of {profile.batch_size}; ratios (x) against {ref.name}; "
+        "'speed-corrected' divides each median by the reference kernel timed beside it.\n"
     )
     print(
-        "| architecture | params M | GFLOPs | FLOPs x | latency ms | latency x | ms/GFLOP | "
-        "p90 ms | spread | CPU ms | peak MB | note |"
+        "| architecture | params M | GFLOPs | FLOPs x | latency ms | spread | ref kernel ms | "
+        "speed-corrected x | ms/GFLOP | CPU ms | peak MB | note |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     for row in sorted(rows, key=lambda r: r.flops):
@@ -207,54 +212,43 @@ def main() -> None:
         note = (
             r.status
             if not r.ok
-            else ""
+            else "stable"
             if r.stable
-            else f"flagged ({r.contention:.0%} waited, others {r.others_busy or 0:.0%})"
+            else f"flagged: {r.contention:.0%} waited, others {r.others_busy or 0:.0%}, "
+            f"speed drift {r.reference_spread or 0:.0%}"
         )
         print(
             f"| {row.name} | {row.params / 1e6:.2f} | {row.flops / 1e9:.2f} | "
-            f"{row.flops / ref.flops:.2f} | {ms:.1f} | {ms / ref_ms:.2f} | "
-            f"{ms / (row.flops / 1e9):.1f} | {r.p90_ms or 0:.1f} | {100 * (r.spread or 0):.1f}% | "
-            f"{r.cpu_ms or 0:.1f} | {r.peak_memory_mb or 0:.0f} | {note} |"
+            f"{row.flops / ref.flops:.2f} | {ms:.1f} | {100 * (r.spread or 0):.1f}% | "
+            f"{r.reference_ms or 0:.3f} | {corrected(r) / corrected(ref.result):.2f} | "
+            f"{ms / (row.flops / 1e9):.1f} | {r.cpu_ms or 0:.1f} | {r.peak_memory_mb or 0:.0f} | "
+            f"{note} |"
         )
     flops = [float(r.flops) for r in ok]
     params = [float(r.params) for r in ok]
     ms_all = [float(r.result.median_ms or 0) for r in ok]
+    fixed = [corrected(r.result) for r in ok]
     mem = [float(r.result.peak_memory_mb or 0) for r in ok]
-    cpu = [float(r.result.cpu_ms or 0) for r in ok]
     stable = [r for r in ok if r.result.stable]
     print(
         f"\nSpearman rank correlation over {len(ok)} architectures ({len(stable)} stable): "
-        f"FLOPs vs latency **{spearman(flops, ms_all):.3f}**, params vs latency "
-        f"{spearman(params, ms_all):.3f}, FLOPs vs peak memory {spearman(flops, mem):.3f}, "
-        f"params vs peak memory {spearman(params, mem):.3f}; FLOPs vs CPU time per pass "
-        f"{spearman(flops, cpu):.3f}, latency vs CPU time {spearman(ms_all, cpu):.3f}."
+        f"FLOPs vs latency **{spearman(flops, ms_all):.3f}** (speed-corrected "
+        f"**{spearman(flops, fixed):.3f}**), params vs latency {spearman(params, ms_all):.3f} "
+        f"({spearman(params, fixed):.3f}); FLOPs vs peak memory {spearman(flops, mem):.3f}, "
+        f"params vs peak memory {spearman(params, mem):.3f}."
     )
-    inv = inversions(
-        [float(r.flops) for r in stable],
-        [float(r.result.median_ms or 0) for r in stable],
-        [float(r.result.spread or 0) for r in stable],
-    )
+    noise = [float((r.result.spread or 0) + (r.result.reference_spread or 0)) for r in ok]
+    inv = inversions(flops, fixed, noise)
     print(
-        "\nPairs where more FLOPs ran faster beyond the measured noise (stable figures): "
-        f"{len(inv)}"
+        "\nPairs where more FLOPs ran faster (speed-corrected) by more than both figures' spread "
+        f"plus speed drift: {len(inv)}"
     )
-    for v in inv[:8]:
-        a, b = stable[v.more_flops], stable[v.fewer_flops]
+    for v in inv[:10]:
+        a, b = ok[v.more_flops], ok[v.fewer_flops]
         print(
             f"- {a.name} has {v.flops_ratio:.2f}x the FLOPs of {b.name} and takes "
             f"{v.latency_ratio:.2f}x its time"
         )
-    if profile.threads == 1:
-        # One thread: the CPU time of a pass is its own compute, whatever else the machine ran.
-        by_cpu = inversions(flops, cpu, [0.05] * len(cpu))
-        print(f"\nPairs where more FLOPs took less CPU time per pass (beyond 5%): {len(by_cpu)}")
-        for v in by_cpu[:8]:
-            a, b = ok[v.more_flops], ok[v.fewer_flops]
-            print(
-                f"- {a.name} has {v.flops_ratio:.2f}x the FLOPs of {b.name} and takes "
-                f"{v.latency_ratio:.2f}x its CPU time"
-            )
     if args.memory_check:
         print("\nPeak activation memory of one pass, two methods (fresh process each):\n")
         print("| architecture | allocator events MB | peak-RSS growth MB |")

@@ -38,3 +38,16 @@ def postgres_url() -> Iterator[str]:
         yield url.render_as_string(hide_password=False)
     finally:
         drop_database(server, name)
+
+
+# Tests that only need *a* latency figure (searches, selection, reports) use a short protocol, in
+# this process and in the CLIs they start; tests/latency/test_measure.py checks the real default.
+FAST_LATENCY_PROTOCOL = "min_time_s=0,settle_repeats=3,max_repeats=6"
+
+
+@pytest.fixture(autouse=True)
+def _fast_latency_protocol(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    if request.node.path.name == "test_measure.py":
+        monkeypatch.delenv("RS_SEARCH_LATENCY_PROTOCOL", raising=False)
+    elif "RS_SEARCH_LATENCY_PROTOCOL" not in os.environ:
+        monkeypatch.setenv("RS_SEARCH_LATENCY_PROTOCOL", FAST_LATENCY_PROTOCOL)

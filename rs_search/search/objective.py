@@ -94,6 +94,8 @@ class Objective:
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         self.current = trial.number
         started = time.monotonic()
+        # Tag the trial first: `status` shows who trains it from the moment it runs.
+        trial.set_user_attr(attrs.WORKER, f"{socket.gethostname()}:{os.getpid()}")
         stored = frozen(trial)
         origin = attrs.origin(stored)
         try:
@@ -129,7 +131,6 @@ class Objective:
         trial.set_user_attr(attrs.ARCH, arch.to_dict())
         trial.set_user_attr(attrs.ARCH_KEY, arch.key())
         trial.set_user_attr(attrs.CANDIDATE, candidate.to_dict())
-        trial.set_user_attr(attrs.WORKER, f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr(attrs.WORLD_SIZE, self.world_size)
         from rs_search.models.complexity import count_params
 

