@@ -12,7 +12,9 @@ User attributes (plain JSON, shown by optuna-dashboard):
 - ``fail_reason``: why a trial failed (NaN loss, out of memory, bad data, latency error);
 - ``resumed_from_epoch``: a retried trial continued from this checkpoint epoch;
 - ``interrupted``: the worker got SIGTERM and handed the trial back (a retry is queued);
-- ``worker``: host and pid that ran the trial; ``world_size``: processes that trained it.
+- ``worker``: host and pid that ran the trial; ``world_size``: processes that trained it;
+- ``fixed_candidate``: a whole candidate the worker trains instead of sampling one (a scaling
+  rule's proposal that lies outside the study's space).
 
 System attributes written by Optuna's ``RetryHeartbeatStaleTrialCallback``: ``failed_trial``
 (the original trial's number) and ``retry_history``.
@@ -41,6 +43,9 @@ RESUMED_FROM = "resumed_from_epoch"
 INTERRUPTED = "interrupted"
 WORKER = "worker"
 WORLD_SIZE = "world_size"
+# A candidate given whole (``Candidate.to_dict()``) instead of as the sampler's parameters: a rule
+# proposal outside the study's space (``rs_search.selection.autoscale``); the worker trains it.
+FIXED_CANDIDATE = "fixed_candidate"
 SLOT = "rs_slot"  # user attr of a budget slot enqueued by `start` (see worker.py)
 
 

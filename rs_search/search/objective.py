@@ -30,7 +30,7 @@ import os
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -40,6 +40,7 @@ from optuna.trial import FrozenTrial
 from rs_search.errors import (
     CandidateOutOfMemory,
     DataError,
+    SpecError,
     TrainingDiverged,
     TrialInterrupted,
 )
@@ -52,8 +53,10 @@ from rs_search.specs import Candidate
 
 _log = logging.getLogger("rs_search.search")
 
-# Failures that end one trial, not the worker (study.optimize(catch=...)).
-TRIAL_FAILURES: tuple[type[Exception], ...] = (TrainingDiverged, CandidateOutOfMemory, DataError)
+# Failures that end one trial, not the worker (study.optimize(catch=...)); SpecError: a queued
+# whole candidate (attrs.FIXED_CANDIDATE) that is not a valid one for this study's budget.
+TRIAL_FAILURES: tuple[type[Exception], ...] = (TrainingDiverged, CandidateOutOfMemory, DataError,
+                                               SpecError)
 
 
 class TrainLauncher(Protocol):
@@ -125,8 +128,19 @@ class Objective:
 
     # -- steps -----------------------------------------------------------------------------------
 
+    def _candidate(self, trial: optuna.Trial) -> Candidate:
+        """The sampler's candidate, or the whole one a scaling rule put in the queue (it may lie
+        outside the space, so it is not expressed as parameters); trained for the study's budget."""
+        fixed = trial.user_attrs.get(attrs.FIXED_CANDIDATE)
+        if fixed is None:
+            return self.space.sample(trial, epochs=self.settings.budget_epochs)
+        where = f"trial {trial.number} {attrs.FIXED_CANDIDATE}"
+        candidate = Candidate.from_dict(fixed, where=where)
+        return replace(candidate, recipe=replace(candidate.recipe,
+                                                 epochs=self.settings.budget_epochs))
+
     def _run(self, trial: optuna.Trial, stored: FrozenTrial, origin: int) -> tuple[float, ...]:
-        candidate = self.space.sample(trial, epochs=self.settings.budget_epochs)
+        candidate = self._candidate(trial)
         arch = candidate.arch
         trial.set_user_attr(attrs.ARCH, arch.to_dict())
         trial.set_user_attr(attrs.ARCH_KEY, arch.key())

@@ -19,9 +19,9 @@ settings ``rs-search start`` stored, see ``rs_search.search.settings``):
   propose one and enqueue it, so the search alternates between the sampler and the rules.
 
 A proposal outside the study's space (a deeper layout than the space lists) cannot be expressed
-as the sampler's parameters; the worker runs it only if it honours a fixed candidate
-(``rs_search.search.attrs.FIXED_CANDIDATE``). Until then such proposals are skipped with that
-reason (``propose`` prints them; ``scale`` and ``export`` are unaffected).
+as the sampler's parameters; it is queued whole instead, under the user attr
+``rs_search.search.attrs.FIXED_CANDIDATE``, with no parameters, and the worker trains that
+candidate as given.
 """
 
 from __future__ import annotations
@@ -200,13 +200,11 @@ def study_engine(study: optuna.Study) -> Any:
 
 
 def fixed_candidate_attr() -> str | None:
-    """The user attr under which the worker runs a fixed candidate, when the search honours one."""
-    try:
-        from rs_search.search import attrs
-    except ImportError:
-        return None
-    value = getattr(attrs, "FIXED_CANDIDATE", None)
-    return str(value) if value else None
+    """The user attr under which the worker runs a whole candidate (None: it runs only the
+    space's parameters)."""
+    from rs_search.search import attrs
+
+    return attrs.FIXED_CANDIDATE
 
 
 def space_refusal(space: SearchSpace) -> Callable[[Proposal], str | None]:

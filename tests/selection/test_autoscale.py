@@ -194,22 +194,21 @@ def test_auto_scale_alternates_with_the_sampler_inside_the_trial_budget(storage:
     assert len(study.get_trials()) == 6
 
 
-def test_out_of_space_proposals_are_not_enqueued_for_a_worker_that_cannot_run_them(
-    tmp_path: Path,
-) -> None:
+def test_out_of_space_proposals_are_enqueued_as_whole_candidates(tmp_path: Path) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study, settings, space = make_study(storage)
     top = seed_candidate(space, 2)  # [2,2,2,2] w0.5 r48: the deepest layout of the space
     add_trial(study, space, top, top1=95.0, latency=3.0, gap=9.0)
-    result = propose_for_study(study, settings, n=1, storage=storage)
-    (p,) = result.proposals
-    assert p.candidate.arch.label == "50"  # the family's next depth, outside the space
-    done = enqueue_proposals(study, settings, [p])
-    assert done[0].trial_number is None and done[0].how.startswith("not enqueued")
-    assert "arch.depth" in done[0].how
     runnable = propose_for_study(study, settings, n=1, storage=storage, runnable_only=True)
-    assert runnable.proposals == ()
-    assert "outside the study's space" in runnable.skipped[0]
+    (p,) = runnable.proposals  # the worker runs fixed candidates: nothing is refused
+    assert p.candidate.arch.label == "50"  # the family's next depth, outside the space
+    assert space.violations(p.candidate)
+    (done,) = enqueue_proposals(study, settings, [p])
+    assert done.trial_number is not None and done.how == "appended"
+    queued = study.get_trials()[done.trial_number]
+    assert queued.state == TrialState.WAITING and queued.params == {}
+    assert queued.user_attrs[attrs.FIXED_CANDIDATE] == p.candidate.to_dict()
+    assert queued.user_attrs[ORIGIN] == "rule:depth" and queued.user_attrs[SOURCE_TRIAL] == 0
 
 
 def test_scale_prints_a_family_with_latency(tmp_path: Path,
