@@ -61,7 +61,8 @@ def start(
     eta: Annotated[int, typer.Option("--eta", help="Successive halving: keep the top 1/eta of the "
                                      "trials at each rung (rungs at budget/eta^k epochs).")] = 3,
     min_rung: Annotated[int | None, typer.Option("--min-rung", help="Lowest rung in epochs "
-                                                 "(default: budget/eta^3, at least 1).")] = None,
+                                                 "(default: budget/eta^3, at least 1 and past "
+                                                 "the LR warm-up).")] = None,
     halving: Annotated[bool, typer.Option("--halving/--no-halving", help="Pareto-aware successive "
                                           "halving of unpromising trials.")] = True,
     seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed of the local workers "
@@ -123,18 +124,20 @@ def start(
         os.environ[ENV_AUTO_SCALE] = "1"
     local = launch.LocalWorkers.spawn(plan, Path(settings.artifacts) / plan.study_name / "logs",
                                       count=0 if spent else None)
-    last = {"line": ""}
+    from rs_search.cli.progress import progress
 
-    def poll() -> None:
-        p = summary.progress(watcher, settings)
-        best = summary.front(watcher.get_trials(deepcopy=False), settings)
-        top = f"; front {len(best)}" + (f", best top-1 {best[0].values[0]:.2f}%" if best else "")
-        line = p.line() + top
-        if line != last["line"]:
-            console.print(f"[dim]{_clock()}[/] {line}")
-            last["line"] = line
+    # A bar on a terminal; on a log or pipe one plain line at most every 10 s (and the last one).
+    with progress(f"search {plan.study_name}", total=settings.n_trials, unit="trials") as bar:
 
-    codes = launch.watch(local, poll)
+        def poll() -> None:
+            p = summary.progress(watcher, settings)
+            best = summary.front(watcher.get_trials(deepcopy=False), settings)
+            bar.update(completed=p.complete + p.pruned + p.failed, complete=p.complete,
+                       pruned=p.pruned, failed=p.failed, running=p.running,
+                       epochs=p.epochs, front=len(best),
+                       best_top1=round(best[0].values[0], 2) if best else None)
+
+        codes = launch.watch(local, poll)
     trials_now = watcher.get_trials(deepcopy=False)
     rows = summary.front_rows(trials_now, settings)
     if rows:
@@ -154,12 +157,6 @@ def start(
             err_console.print(f"  {line}", soft_wrap=True)
     if bad:
         raise typer.Exit(1)
-
-
-def _clock() -> str:
-    import time
-
-    return time.strftime("%H:%M:%S")
 
 
 def worker(

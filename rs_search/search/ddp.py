@@ -150,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
                 artifacts=args.artifacts, timeout_s=args.timeout, stop=stop, world_size=world,
                 max_trials=args.max_trials,
                 make_launcher=lambda s: BroadcastTrain(local=LocalTrain(
-                    data=s.data, device=args.device, num_workers=args.loader_workers)),
+                    data=s.data, device=args.device, num_workers=args.loader_workers,
+                    progress=True)),
                 echo=lambda s: print(f"[rank 0/{world}] {s}", flush=True))
         finally:
             _send(None)

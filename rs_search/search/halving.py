@@ -19,6 +19,7 @@ only its most accurate end (both ends of a rung's front have infinite crowding d
 wins the tie. Always promoting the ends as well (per-objective records) was tried and measured: it
 roughly doubled the epochs of small studies (a noisy latency figure makes many early trials
 "fastest so far") and added nothing once ``n >= eta^2``; see benchmarks/RESULTS.md, "Search".
+Seeds (the space's listed configurations) are never pruned (:func:`exempt_seed`).
 Everything here is pure except ``rung_points``, which reads trials.
 """
 
@@ -26,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from optuna.trial import FrozenTrial
 
@@ -34,9 +35,11 @@ from rs_search.search import attrs
 from rs_search.selection.pareto import non_dominated_rank, selection_order
 
 
-def default_min_rung(budget: int, *, eta: int) -> int:
-    """At most three rungs below the full budget: ``budget / eta^3`` (at least one epoch)."""
-    return max(1, round(budget / eta**3))
+def default_min_rung(budget: int, *, eta: int, warmup_epochs: float = 0.0) -> int:
+    """At most three rungs below the full budget: ``budget / eta^3`` (at least one epoch), and
+    past the LR warm-up: a rung inside it judges trials on near-chance accuracy (measured on the
+    quickstart: 10-11 of 16 trials at chance at epoch 1 of a 1-epoch warm-up)."""
+    return max(1, round(budget / eta**3), math.floor(warmup_epochs) + 1)
 
 
 def rung_epochs(budget: int, *, eta: int, min_rung: int = 1) -> tuple[int, ...]:
@@ -83,16 +86,36 @@ class Decision:
     position: int  # 0-based place in the crowded-comparison order
     kept: int  # how many of the field continue (max(1, n // eta))
     field_size: int
-    rank: int  # non-dominated rank at the rung
+    rank: int  # non-dominated rank at the rung, 0-based (0: on the rung's Pareto front)
+    exempt: str | None = None  # why it continues whatever its place (a seed)
 
     def reason(self) -> str:
         verdict = "continues" if self.keep else "pruned"
+        if self.exempt:
+            verdict += f" ({self.exempt})"
         return (f"epoch {self.epoch}: place {self.position + 1} of {self.field_size} "
-                f"(front rank {self.rank}), top {self.kept} continue: {verdict}")
+                f"({_front_words(self.rank)}), top {self.kept} continue: {verdict}")
 
-    def to_dict(self) -> dict[str, int | bool]:
-        return {"epoch": self.epoch, "keep": self.keep, "position": self.position,
-                "kept": self.kept, "field_size": self.field_size, "rank": self.rank}
+    def to_dict(self) -> dict[str, int | bool | str]:
+        out: dict[str, int | bool | str] = {
+            "epoch": self.epoch, "keep": self.keep, "position": self.position,
+            "kept": self.kept, "field_size": self.field_size, "rank": self.rank}
+        if self.exempt:
+            out["exempt"] = self.exempt
+        return out
+
+
+def _front_words(rank: int) -> str:
+    return "on the rung's front" if rank == 0 else f"front {rank + 1}"
+
+
+def exempt_seed(decision: Decision) -> Decision:
+    """A seed (a configuration the user listed, such as a published ResNet-RS) trains to the full
+    budget: its final figures are what the user asked for, and they anchor the front. It still
+    records its rung value, so it stays in the field other trials are judged against."""
+    if decision.keep:
+        return decision
+    return replace(decision, keep=True, exempt="a seed trains to the full budget")
 
 
 def decide(

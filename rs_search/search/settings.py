@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from rs_search.errors import RsSearchError
 from rs_search.search import halving
+from rs_search.specs import RecipeSpec
 
 if TYPE_CHECKING:
     from rs_search.space import SearchSpace
@@ -146,6 +147,18 @@ class StudySettings:
                                 f"({exc})") from None
 
 
+def _max_warmup(space: SearchSpace) -> float:
+    """The longest LR warm-up the space can sample (RecipeSpec's default when it names none)."""
+    try:
+        domain = space.param("recipe.warmup_epochs").domain
+    except KeyError:
+        return float(RecipeSpec().warmup_epochs)
+    values = domain.values()
+    if values:
+        return float(max(values))
+    return float(getattr(domain, "high", 0.0))
+
+
 def settings_from_space(
     space: SearchSpace,
     *,
@@ -162,7 +175,8 @@ def settings_from_space(
 ) -> StudySettings:
     """Settings for a new study over ``space``; ``min_rung=None`` picks halving's default."""
     if eta is not None and min_rung is None:
-        min_rung = halving.default_min_rung(budget_epochs, eta=eta)
+        min_rung = halving.default_min_rung(budget_epochs, eta=eta,
+                                            warmup_epochs=_max_warmup(space))
     return StudySettings(
         space=space.to_dict(),
         space_fingerprint=space.fingerprint(),

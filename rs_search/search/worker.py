@@ -107,7 +107,8 @@ def run_worker(
     study, settings = join_study(study_name, storage, sampler_seed=sampler_seed)
     store = CheckpointStore.from_spec(artifacts or settings.artifacts)
     launcher = (make_launcher(settings) if make_launcher is not None
-                else LocalTrain(data=settings.data, device=device, num_workers=loader_workers))
+                else LocalTrain(data=settings.data, device=device, num_workers=loader_workers,
+                                progress=True))
     objective = Objective(
         study_name=study_name,
         settings=settings,

@@ -37,6 +37,8 @@ def test_an_out_of_space_proposal_is_trained_as_given(tmp_path: Path) -> None:
     proc = run_cli("worker", "--study", "fixed", "--storage", storage, "--device", "cpu",
                    "--loader-workers", "0", env=cli_env(), cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    # the worker shows the trial's epochs (plain lines: stderr is not a terminal)
+    assert "epoch 1/1  train loss" in proc.stderr and "\x1b" not in proc.stderr
     trial = optuna.load_study(study_name="fixed", storage=storage).get_trials()[done.trial_number]
     assert trial.state == TrialState.COMPLETE, trial.user_attrs.get(attrs.FAIL_REASON)
     assert trial.user_attrs[ORIGIN] == "rule:depth"

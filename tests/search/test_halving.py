@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from rs_search.search import halving
@@ -15,6 +17,25 @@ def test_rungs_are_budget_over_powers_of_eta():
     assert halving.rung_epochs(1, eta=3) == ()
     assert halving.default_min_rung(350, eta=3) == 13
     assert halving.default_min_rung(12, eta=3) == 1
+    # past the LR warm-up: no rung judges trials that have not reached the peak LR
+    assert halving.default_min_rung(12, eta=3, warmup_epochs=1) == 2
+    assert halving.rung_epochs(12, eta=3, min_rung=2) == (4,)
+    assert halving.default_min_rung(350, eta=3, warmup_epochs=5) == 13
+    assert halving.default_min_rung(30, eta=3, warmup_epochs=5) == 6
+
+
+def test_a_study_s_default_lowest_rung_clears_its_space_s_longest_warmup():
+    from rs_search.search.settings import settings_from_space
+    from rs_search.space import load_space
+    from tests.search.conftest import MICRO
+
+    quickstart = load_space(Path(__file__).resolve().parents[2] / "spaces" / "quickstart.yaml")
+    common = dict(data="digits", eta=3, min_rung=None, n_trials=16, sampler="tpe", seed=0,
+                  heartbeat_interval=30, grace_period=120, artifacts="a")
+    assert settings_from_space(quickstart, budget_epochs=12, **common).rungs == (4,)
+    assert settings_from_space(load_space(MICRO), budget_epochs=12, **common).rungs == (1, 4)
+    given = {**common, "min_rung": 1}
+    assert settings_from_space(quickstart, budget_epochs=12, **given).rungs == (1, 4)
     with pytest.raises(ValueError):
         halving.rung_epochs(12, eta=1)
 
@@ -56,3 +77,15 @@ def test_both_ends_of_a_front_continue_once_there_are_two_places():
     pts = [[90.0, 5.0], [99.0, 9.0], [80.0, 1.0], [89.0, 5.5], [88.0, 6.0], [87.0, 6.5]]
     keep = [halving.decide(pts, i, directions=dirs, eta=3, epoch=1).keep for i in range(6)]
     assert keep == [False, True, True, False, False, False]
+
+
+def test_a_seed_is_never_pruned_but_keeps_its_place():
+    field = [[99.0, 3.0], [98.0, 3.5], [97.0, 4.0]]  # the first dominates the other two
+    d = halving.decide(field, 2, directions=("maximize", "minimize"), eta=3, epoch=4)
+    assert not d.keep and d.rank == 2
+    s = halving.exempt_seed(d)
+    assert s.keep and (s.position, s.rank, s.kept) == (d.position, d.rank, d.kept)
+    assert s.reason().endswith("continues (a seed trains to the full budget)")
+    assert s.to_dict()["exempt"] == "a seed trains to the full budget"
+    kept = halving.decide(field, 0, directions=("maximize", "minimize"), eta=3, epoch=4)
+    assert halving.exempt_seed(kept) == kept and "exempt" not in kept.to_dict()

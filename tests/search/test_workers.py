@@ -24,6 +24,10 @@ def test_four_workers_forty_trials(postgres_url, tmp_path):
     assert "Pareto front of forty" in proc.stdout
     assert "rs-search export --study forty" in proc.stdout
     assert "optuna-dashboard" in proc.stdout
+    # progress: not a terminal, so plain lines on stderr (no bar's control characters), the last
+    # one with every trial done
+    assert "search forty: 40/40 trials (100%) complete=40" in proc.stderr
+    assert "\r" not in proc.stderr and "\x1b" not in proc.stderr
 
     # A plain Optuna client reads the study unchanged (this is what optuna-dashboard does).
     study = optuna.load_study(study_name="forty", storage=postgres_url)

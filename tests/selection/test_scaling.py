@@ -51,6 +51,7 @@ PUBLISHED = {
 }
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
+RULES_SPACE = Path(__file__).parent / "data" / "rules.yaml"  # the first quickstart, frozen
 
 
 def curve(epochs: int, *, gap: float, val_loss_trend: float = -0.02,
@@ -351,7 +352,7 @@ def test_existing_candidates_are_not_proposed_again() -> None:
 def test_proposals_stay_inside_the_space_when_it_has_room() -> None:
     from rs_search.space import load_space
 
-    space = load_space(SPACES / "quickstart.yaml")
+    space = load_space(RULES_SPACE)
     settings = RuleSettings(space=space)
     recipe = RecipeSpec(epochs=12, batch_size=64, lr_per_256=0.4, weight_decay=5e-5,
                         ema_decay=0.0, dropout=0.25, stochastic_depth=0.0, randaug_layers=2,
@@ -386,7 +387,7 @@ def test_proposals_stay_inside_the_space_when_it_has_room() -> None:
 def test_out_of_space_depth_when_the_space_has_no_deeper_layout() -> None:
     from rs_search.space import load_space
 
-    space = load_space(SPACES / "quickstart.yaml")
+    space = load_space(RULES_SPACE)
     arch = ArchSpec(layout=(2, 2, 2, 2), width=0.5, resolution=48, num_classes=10)
     v = TrialView(number=2, candidate=Candidate(arch=arch, recipe=RecipeSpec(epochs=12)),
                   values=(95.0, 2.0), curve=tuple(curve(12, gap=9.0)), budget=12)
