@@ -142,14 +142,16 @@ def _flop_text(flops: float) -> str:
 
 
 def estimate(settings: StudySettings, *, trials: int, train_images: int | None,
-             flops_range: tuple[int, int] | None) -> Estimate:
+             flops_range: tuple[int, int] | None, seeds: int = 0) -> Estimate:
+    """``seeds``: how many of ``trials`` are seeds, which halving never prunes."""
     rungs = settings.rungs
+    seeds = min(seeds, trials) if settings.eta is not None else 0
     return Estimate(
         trials=trials,
         budget=settings.budget_epochs,
         full_epochs=trials * settings.budget_epochs,
-        expected_epochs=halving.expected_epochs(trials, settings.budget_epochs, rungs,
-                                                settings.eta),
+        expected_epochs=seeds * settings.budget_epochs
+        + halving.expected_epochs(trials - seeds, settings.budget_epochs, rungs, settings.eta),
         rungs=rungs,
         eta=settings.eta,
         train_images=train_images,

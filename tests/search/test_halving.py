@@ -89,3 +89,19 @@ def test_a_seed_is_never_pruned_but_keeps_its_place():
     assert s.to_dict()["exempt"] == "a seed trains to the full budget"
     kept = halving.decide(field, 0, directions=("maximize", "minimize"), eta=3, epoch=4)
     assert halving.exempt_seed(kept) == kept and "exempt" not in kept.to_dict()
+
+
+def test_the_estimate_counts_seeds_at_the_full_budget():
+    from rs_search.search import summary
+    from rs_search.search.settings import settings_from_space
+    from rs_search.space import load_space
+
+    quickstart = load_space(Path(__file__).resolve().parents[2] / "spaces" / "quickstart.yaml")
+    settings = settings_from_space(quickstart, budget_epochs=12, data="digits", eta=3,
+                                   min_rung=None, n_trials=16, sampler="tpe", seed=0,
+                                   heartbeat_interval=30, grace_period=120, artifacts="a")
+    plain = summary.estimate(settings, trials=16, train_images=None, flops_range=None)
+    seeded = summary.estimate(settings, trials=16, train_images=None, flops_range=None, seeds=3)
+    assert plain.expected_epochs == pytest.approx(16 * 4 + 16 / 3 * 8)
+    assert seeded.expected_epochs == pytest.approx(3 * 12 + 13 * 4 + 13 / 3 * 8)
+    assert seeded.full_epochs == plain.full_epochs == 192
