@@ -138,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = StopFlag()
     stop.install()
     rank, world = _init_group(args.device)
-    import torch.distributed as dist
+    from rs_search.train.distributed import leave_group
 
     try:
         if rank != 0:
@@ -162,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr, flush=True)
         return exc.exit_code
     finally:
-        dist.destroy_process_group()
+        leave_group()
 
 
 if __name__ == "__main__":

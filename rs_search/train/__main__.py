@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     import torch.distributed as dist
 
-    from rs_search.train.distributed import init_from_env
+    from rs_search.train.distributed import init_from_env, leave_group
     from rs_search.train.launch import LAUNCHED_ENV, configure_logging, run_local, write_error_file
 
     configure_logging()
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     finally:
         if dist.is_available() and dist.is_initialized():
-            dist.destroy_process_group()
+            leave_group()
 
 
 if __name__ == "__main__":

@@ -201,7 +201,9 @@ def test_kill_9_during_epoch_2_then_resume_continues_at_epoch_2(
 ) -> None:
     """A real ``rs-search train`` process is killed (SIGKILL, with its loader processes) during
     epoch 2; ``--resume`` (run in this process) continues at epoch 2 and finishes."""
-    cand = candidate(recipe={"epochs": 3, "randaug_layers": 0})
+    # 96 px: an epoch lasts seconds even on a fast host (at 16 px it took 0.6 s here and the
+    # signal sent 1 s after epoch 1 arrived after the run had finished)
+    cand = candidate(arch={"resolution": 96}, recipe={"epochs": 3, "randaug_layers": 0})
     config = write_candidate(tmp_path / "c.yaml", cand)
     out = tmp_path / "run"
     metrics = out / "metrics.json"
@@ -257,7 +259,9 @@ def test_kill_9_during_epoch_2_then_resume_continues_at_epoch_2(
 def test_sigterm_checkpoints_mid_epoch_and_exits_0(tmp_path: Path) -> None:
     """SIGTERM to the whole process group (as Slurm sends it, loader processes included): the
     run saves a mid-epoch checkpoint, says how to continue, and exits 0."""
-    cand = candidate(recipe={"epochs": 3, "randaug_layers": 0})
+    # 96 px: an epoch lasts seconds even on a fast host (at 16 px it took 0.6 s here and the
+    # signal sent 1 s after epoch 1 arrived after the run had finished)
+    cand = candidate(arch={"resolution": 96}, recipe={"epochs": 3, "randaug_layers": 0})
     config = write_candidate(tmp_path / "c.yaml", cand)
     out = tmp_path / "run"
     proc = subprocess.Popen(
