@@ -499,6 +499,7 @@ def train(
             )
     finally:
         bar.close()
+        _shutdown_loaders(train_loader, val_loader)
     return TrainResult(
         candidate=candidate,
         curve=list(run.curve),
@@ -506,6 +507,21 @@ def train(
         stopped_early=stopped_early,
         out_dir=out_dir,
     )
+
+
+def _shutdown_loaders(*loaders: DataLoader[Any]) -> None:
+    """Stop the persistent loader processes now, however the run ended. They ignore SIGTERM
+    (``loader.ignore_sigterm``), so a set left alive until interpreter exit (an exception's
+    traceback keeps its iterator alive) made multiprocessing's exit handler, which terminates
+    and then joins them, wait forever: a test session hung after its last test this way. A
+    search worker, which trains trial after trial in one process, would also pile them up."""
+    for loader in loaders:
+        iterator = getattr(loader, "_iterator", None)
+        shutdown = getattr(iterator, "_shutdown_workers", None)
+        if shutdown is not None:
+            shutdown()
+        if iterator is not None:
+            loader._iterator = None
 
 
 @contextmanager
