@@ -46,6 +46,8 @@ WORLD_SIZE = "world_size"
 # A candidate given whole (``Candidate.to_dict()``) instead of as the sampler's parameters: a rule
 # proposal outside the study's space (``rs_search.selection.autoscale``); the worker trains it.
 FIXED_CANDIDATE = "fixed_candidate"
+# "rule:depth" / "rule:width" on a trial the scaling rules queued (rs_search.selection.autoscale)
+ORIGIN = "origin"
 SLOT = "rs_slot"  # user attr of a budget slot enqueued by `start` (see worker.py)
 
 

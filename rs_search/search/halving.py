@@ -19,7 +19,8 @@ only its most accurate end (both ends of a rung's front have infinite crowding d
 wins the tie. Always promoting the ends as well (per-objective records) was tried and measured: it
 roughly doubled the epochs of small studies (a noisy latency figure makes many early trials
 "fastest so far") and added nothing once ``n >= eta^2``; see benchmarks/RESULTS.md, "Search".
-Seeds (the space's listed configurations) are never pruned (:func:`exempt_seed`).
+Seeds (the space's listed configurations) and the scaling rules' proposals are never pruned
+(:func:`exempt_seed`, :func:`exempt_rule`).
 Everything here is pure except ``rung_points``, which reads trials.
 """
 
@@ -103,6 +104,16 @@ class Decision:
         if self.exempt:
             out["exempt"] = self.exempt
         return out
+
+
+def exempt_rule(decision: Decision) -> Decision:
+    """A scaling rule's proposal (``rs-search propose --enqueue`` / ``--auto-scale``) trains to the
+    full budget: the rules mostly propose bigger nets, which learn slower early, so an early rung
+    pruned every one of them in a quickstart run (6 of 6) and the rule was never tested."""
+    if decision.keep:
+        return decision
+    return replace(decision, keep=True,
+                   exempt="a scaling rule's proposal trains to the full budget")
 
 
 def _front_words(rank: int) -> str:

@@ -265,6 +265,8 @@ class Objective:
                                   epoch=epoch)
         if attrs.SEED_NAME in trial.user_attrs:
             decision = halving.exempt_seed(decision)
+        elif str(trial.user_attrs.get(attrs.ORIGIN, "")).startswith("rule:"):
+            decision = halving.exempt_rule(decision)
         _log.info("trial %d: %s", trial.number, decision.reason())
         return decision
 

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rs_search.search import attrs as _search_attrs
 from rs_search.selection.pareto import selection_order
 from rs_search.selection.scaling import (
     Cost,
@@ -54,7 +55,8 @@ if TYPE_CHECKING:
 
 _log = logging.getLogger("rs_search.selection")
 
-ORIGIN = "origin"  # user attr: "rule:depth" / "rule:width" (absent for sampler and seed trials)
+# user attr: "rule:depth" / "rule:width" (absent for sampler and seed trials); the worker reads it
+ORIGIN = _search_attrs.ORIGIN
 REASON = "reason"
 SOURCE_TRIAL = "source_trial"
 PROPOSAL = "proposal"  # the proposed Candidate.to_dict()

@@ -105,3 +105,11 @@ def test_the_estimate_counts_seeds_at_the_full_budget():
     assert plain.expected_epochs == pytest.approx(16 * 4 + 16 / 3 * 8)
     assert seeded.expected_epochs == pytest.approx(3 * 12 + 13 * 4 + 13 / 3 * 8)
     assert seeded.full_epochs == plain.full_epochs == 192
+
+
+def test_a_rule_proposal_is_never_pruned():
+    field = [[99.0, 3.0], [98.0, 3.5], [97.0, 4.0]]
+    d = halving.decide(field, 2, directions=("maximize", "minimize"), eta=3, epoch=4)
+    r = halving.exempt_rule(d)
+    assert not d.keep and r.keep and r.position == d.position
+    assert r.reason().endswith("continues (a scaling rule's proposal trains to the full budget)")
