@@ -109,7 +109,7 @@ class Decision:
 def exempt_rule(decision: Decision) -> Decision:
     """A scaling rule's proposal (``rs-search propose --enqueue`` / ``--auto-scale``) trains to the
     full budget: the rules mostly propose bigger nets, which learn slower early, so an early rung
-    pruned every one of them in a quickstart run (6 of 6) and the rule was never tested."""
+    pruned every one of them in a quickstart run (5 of 5) and the rule was never tested."""
     if decision.keep:
         return decision
     return replace(decision, keep=True,
