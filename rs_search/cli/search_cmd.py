@@ -105,16 +105,9 @@ def start(
     left = summary.progress(opt_study, settings)
     todo = (settings.n_trials - (left.complete + left.pruned + left.failed)
             if settings.n_trials is not None else None)
-    from optuna.trial import TrialState
-
-    from rs_search.search import attrs
-
-    waiting_seeds = sum(1 for t in opt_study.get_trials(deepcopy=False,
-                                                        states=(TrialState.WAITING,))
-                        if attrs.SEED_NAME in t.user_attrs)
     est = summary.estimate(settings, trials=todo if todo is not None else 0,
                            train_images=plan.train_images, flops_range=plan.flops_range,
-                           seeds=waiting_seeds)
+                           seeds=left.waiting_seeds)
     spent = todo is not None and todo <= 0 and left.running == 0 and left.waiting == 0
     if spent:
         console.print("the trial budget is spent: nothing left to run (raise --trials to go on)")

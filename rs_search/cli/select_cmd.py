@@ -69,7 +69,7 @@ def propose(
         settings = load_settings(opened.study)
         result = propose_for_study(opened.study, settings, n=n,
                                    storage=opened.storage.engine,
-                                   measure=measure, runnable_only=enqueue)
+                                   measure=measure)
         queued = enqueue_proposals(opened.study, settings, result.proposals) if enqueue else []
     finally:
         opened.storage.engine.dispose()

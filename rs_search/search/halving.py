@@ -20,7 +20,7 @@ wins the tie. Always promoting the ends as well (per-objective records) was trie
 roughly doubled the epochs of small studies (a noisy latency figure makes many early trials
 "fastest so far") and added nothing once ``n >= eta^2``; see benchmarks/RESULTS.md, "Search".
 Seeds (the space's listed configurations) and the scaling rules' proposals are never pruned
-(:func:`exempt_seed`, :func:`exempt_rule`).
+(:func:`exemption`).
 Everything here is pure except ``rung_points``, which reads trials.
 """
 
@@ -88,7 +88,7 @@ class Decision:
     kept: int  # how many of the field continue (max(1, n // eta))
     field_size: int
     rank: int  # non-dominated rank at the rung, 0-based (0: on the rung's Pareto front)
-    exempt: str | None = None  # why it continues whatever its place (a seed)
+    exempt: str | None = None  # why it continues whatever its place (``exemption``)
 
     def reason(self) -> str:
         verdict = "continues" if self.keep else "pruned"
@@ -106,27 +106,33 @@ class Decision:
         return out
 
 
-def exempt_rule(decision: Decision) -> Decision:
-    """A scaling rule's proposal (``rs-search propose --enqueue`` / ``--auto-scale``) trains to the
-    full budget: the rules mostly propose bigger nets, which learn slower early, so an early rung
-    pruned every one of them in a quickstart run (5 of 5) and the rule was never tested."""
-    if decision.keep:
-        return decision
-    return replace(decision, keep=True,
-                   exempt="a scaling rule's proposal trains to the full budget")
-
-
 def _front_words(rank: int) -> str:
     return "on the rung's front" if rank == 0 else f"front {rank + 1}"
 
 
-def exempt_seed(decision: Decision) -> Decision:
-    """A seed (a configuration the user listed, such as a published ResNet-RS) trains to the full
-    budget: its final figures are what the user asked for, and they anchor the front. It still
-    records its rung value, so it stays in the field other trials are judged against."""
-    if decision.keep:
-        return decision
-    return replace(decision, keep=True, exempt="a seed trains to the full budget")
+# Trials halving never prunes. Both still record their rung value, so they stay in the field
+# other trials are judged against.
+# - A seed: a configuration the user listed (a published ResNet-RS); its final figures are what
+#   the user asked for, and they anchor the front.
+# - A scaling rule's proposal (``rs-search propose --enqueue`` / ``--auto-scale``): the rules
+#   mostly propose bigger nets, which learn slower early, so an early rung pruned every one of
+#   them in a quickstart run (5 of 5) and the rule was never tested.
+SEED_EXEMPT = "a seed trains to the full budget"
+RULE_EXEMPT = "a scaling rule's proposal trains to the full budget"
+
+
+def exemption(trial_attrs: dict[str, object]) -> str | None:
+    """Why a trial with these user attributes is never pruned (None: it may be)."""
+    if attrs.SEED_NAME in trial_attrs:
+        return SEED_EXEMPT
+    if str(trial_attrs.get(attrs.ORIGIN, "")).startswith("rule:"):
+        return RULE_EXEMPT
+    return None
+
+
+def exempt(decision: Decision, why: str) -> Decision:
+    """``decision`` turned into "continues" for the reason ``why`` (see ``exemption``)."""
+    return decision if decision.keep else replace(decision, keep=True, exempt=why)
 
 
 def decide(

@@ -263,10 +263,8 @@ class Objective:
         decision = halving.decide([field_[o] for o in origins], origins.index(origin),
                                   directions=self.settings.directions, eta=self.settings.eta,
                                   epoch=epoch)
-        if attrs.SEED_NAME in trial.user_attrs:
-            decision = halving.exempt_seed(decision)
-        elif str(trial.user_attrs.get(attrs.ORIGIN, "")).startswith("rule:"):
-            decision = halving.exempt_rule(decision)
+        if (why := halving.exemption(trial.user_attrs)) is not None:
+            decision = halving.exempt(decision, why)
         _log.info("trial %d: %s", trial.number, decision.reason())
         return decision
 

@@ -70,6 +70,7 @@ class Progress:
     failed: int
     running: int
     waiting: int
+    waiting_seeds: int  # of the waiting trials, seeds (halving never prunes them)
     rejected: int
     epochs: int  # epochs trained so far, all trials (retries count their own epochs once)
 
@@ -97,6 +98,8 @@ def progress(study: optuna.Study, settings: StudySettings) -> Progress:
         failed=sum(1 for t in trials if t.state == TrialState.FAIL and attrs.is_finished(t)),
         running=by_state[TrialState.RUNNING],
         waiting=by_state[TrialState.WAITING],
+        waiting_seeds=sum(1 for t in trials if t.state == TrialState.WAITING
+                          and attrs.SEED_NAME in t.user_attrs),
         rejected=sum(1 for t in trials if t.state == TrialState.COMPLETE
                      and attrs.REJECTED in t.user_attrs),
         epochs=sum(epochs.values()),

@@ -51,7 +51,6 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
     from rs_search.search.settings import StudySettings
-    from rs_search.space import SearchSpace
 
 _log = logging.getLogger("rs_search.selection")
 
@@ -201,28 +200,6 @@ def study_engine(study: optuna.Study) -> Any:
 # -- proposing and enqueuing ---------------------------------------------------------------------
 
 
-def fixed_candidate_attr() -> str | None:
-    """The user attr under which the worker runs a whole candidate (None: it runs only the
-    space's parameters)."""
-    from rs_search.search import attrs
-
-    return attrs.FIXED_CANDIDATE
-
-
-def space_refusal(space: SearchSpace) -> Callable[[Proposal], str | None]:
-    """``accept`` for ``propose``: refuse out-of-space proposals the worker could not run."""
-    honours_fixed = fixed_candidate_attr() is not None
-
-    def accept(proposal: Proposal) -> str | None:
-        problems = space.violations(proposal.candidate)
-        if not problems or honours_fixed:
-            return None
-        return "outside the study's space (" + "; ".join(problems) + "); the worker runs only " \
-               "the space's parameters"
-
-    return accept
-
-
 def propose_for_study(
     study: optuna.Study,
     settings: StudySettings,
@@ -231,10 +208,9 @@ def propose_for_study(
     storage: Any = None,
     measure: bool = False,
     rules: RuleSettings | None = None,
-    runnable_only: bool = False,
 ) -> ProposalSet:
     """Proposals for ``study`` from its front, costed on its target profile and checked against
-    its limits. ``runnable_only``: skip proposals the worker cannot run (see the module doc)."""
+    its limits. Every one can run: one outside the space is queued whole (module docstring)."""
     space = settings.search_space()
     rules = rules or RuleSettings(space=space)
     views = study_views(study, settings)
@@ -242,8 +218,7 @@ def propose_for_study(
     try:
         return propose(views, n=n, settings=rules,
                        limits=Limits.from_mapping(settings.constraints), cost_fn=costs,
-                       existing=existing_keys(study),
-                       accept=space_refusal(space) if runnable_only else None)
+                       existing=existing_keys(study))
     finally:
         costs.close()
 
@@ -305,19 +280,14 @@ def enqueue_proposals(
     from rs_search.errors import SpaceError
 
     space = settings.search_space()
-    fixed_attr = fixed_candidate_attr()
     out: list[Enqueued] = []
     for proposal in proposals:
         user_attrs = _user_attrs(proposal)
         try:
             params = space.seed_params(proposal.candidate)
-        except SpaceError as exc:
-            if fixed_attr is None:
-                out.append(Enqueued(proposal=proposal, trial_number=None,
-                                    how=f"not enqueued: {str(exc).split(': ', 1)[-1]}"))
-                continue
+        except SpaceError:
             params = {}
-            user_attrs[fixed_attr] = proposal.candidate.to_dict()
+            user_attrs[_search_attrs.FIXED_CANDIDATE] = proposal.candidate.to_dict()
         taken = None
         if settings.n_trials is not None:
             for slot in _empty_slots(study):
@@ -374,8 +344,7 @@ def maybe_auto_scale(
         return []
     if settings.n_trials is not None and not _empty_slots(study):
         return []
-    result = propose_for_study(study, settings, n=1, storage=storage, measure=measure,
-                               runnable_only=True)
+    result = propose_for_study(study, settings, n=1, storage=storage, measure=measure)
     done = enqueue_proposals(study, settings, result.proposals)
     if echo is not None:
         for e in done:

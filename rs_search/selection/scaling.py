@@ -643,14 +643,12 @@ def propose(
     limits: Limits | None = None,
     cost_fn: CostFn | None = None,
     existing: Mapping[str, int] | None = None,
-    accept: Callable[[Proposal], str | None] | None = None,
 ) -> ProposalSet:
     """Up to ``n`` proposals from ``views`` (best first: the caller orders the Pareto front).
 
     One proposal per source trial, the rule chosen by :func:`choose_rule`. A proposal whose
     candidate key is in ``existing`` (key -> trial number) or was already proposed is skipped;
-    so is one that ``accept`` returns a reason for (e.g. "outside the study's space"), before it
-    is costed; one that breaks ``limits`` is dropped with the reason.
+    one that breaks ``limits`` is dropped with the reason.
     """
     settings = settings or RuleSettings()
     limits = limits or Limits()
@@ -677,10 +675,6 @@ def propose(
             skipped.append(f"trial {view.number}: {step} was already proposed")
             continue
         seen.add(key)
-        refusal = accept(made) if accept is not None else None
-        if refusal is not None:
-            skipped.append(f"trial {view.number}: {step}: {refusal}")
-            continue
         kept, gone = apply_limits([made], limits, cost_fn)
         proposals.extend(kept)
         dropped.extend(gone)

@@ -44,8 +44,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    import torch.distributed as dist
-
     from rs_search.train.distributed import init_from_env, leave_group
     from rs_search.train.launch import LAUNCHED_ENV, configure_logging, run_local, write_error_file
 
@@ -78,8 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {message}", file=sys.stderr, flush=True)
         return exc.exit_code
     finally:
-        if dist.is_available() and dist.is_initialized():
-            leave_group()
+        leave_group()  # a no-op when no process group is up
 
 
 if __name__ == "__main__":

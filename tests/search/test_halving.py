@@ -83,12 +83,12 @@ def test_a_seed_is_never_pruned_but_keeps_its_place():
     field = [[99.0, 3.0], [98.0, 3.5], [97.0, 4.0]]  # the first dominates the other two
     d = halving.decide(field, 2, directions=("maximize", "minimize"), eta=3, epoch=4)
     assert not d.keep and d.rank == 2
-    s = halving.exempt_seed(d)
+    s = halving.exempt(d, halving.exemption({"seed_name": "small"}) or "")
     assert s.keep and (s.position, s.rank, s.kept) == (d.position, d.rank, d.kept)
     assert s.reason().endswith("continues (a seed trains to the full budget)")
     assert s.to_dict()["exempt"] == "a seed trains to the full budget"
     kept = halving.decide(field, 0, directions=("maximize", "minimize"), eta=3, epoch=4)
-    assert halving.exempt_seed(kept) == kept and "exempt" not in kept.to_dict()
+    assert halving.exempt(kept, halving.SEED_EXEMPT) == kept and "exempt" not in kept.to_dict()
 
 
 def test_the_estimate_counts_seeds_at_the_full_budget():
@@ -110,6 +110,7 @@ def test_the_estimate_counts_seeds_at_the_full_budget():
 def test_a_rule_proposal_is_never_pruned():
     field = [[99.0, 3.0], [98.0, 3.5], [97.0, 4.0]]
     d = halving.decide(field, 2, directions=("maximize", "minimize"), eta=3, epoch=4)
-    r = halving.exempt_rule(d)
+    r = halving.exempt(d, halving.exemption({"origin": "rule:depth"}) or "")
+    assert halving.exemption({}) is None  # a sampler trial may be pruned
     assert not d.keep and r.keep and r.position == d.position
     assert r.reason().endswith("continues (a scaling rule's proposal trains to the full budget)")

@@ -200,7 +200,7 @@ def test_out_of_space_proposals_are_enqueued_as_whole_candidates(tmp_path: Path)
     study, settings, space = make_study(storage)
     top = seed_candidate(space, 2)  # [2,2,2,2] w0.5 r48: the deepest layout of the space
     add_trial(study, space, top, top1=95.0, latency=3.0, gap=9.0)
-    runnable = propose_for_study(study, settings, n=1, storage=storage, runnable_only=True)
+    runnable = propose_for_study(study, settings, n=1, storage=storage)
     (p,) = runnable.proposals  # the worker runs fixed candidates: nothing is refused
     assert p.candidate.arch.label == "50"  # the family's next depth, outside the space
     assert space.violations(p.candidate)
