@@ -42,27 +42,53 @@ class Run:
     front: list[FrozenTrial]
 
 
-def run(space: Path, data: str, budget: str, trials: int, seed: int, halving: bool,
-        workdir: Path) -> Run:
+def run(
+    space: Path, data: str, budget: str, trials: int, seed: int, halving: bool, workdir: Path
+) -> Run:
     workdir.mkdir(parents=True, exist_ok=True)
     name = "halving" if halving else "none"
-    cmd = [sys.executable, "-m", "rs_search.cli.main", "start", "--space", str(space),
-           "--budget", budget, "--trials", str(trials), "--data", data, "--seed", str(seed),
-           "--device", "cpu", "--study", name, "--halving" if halving else "--no-halving"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "rs_search.cli.main",
+        "start",
+        "--space",
+        str(space),
+        "--budget",
+        budget,
+        "--trials",
+        str(trials),
+        "--data",
+        data,
+        "--seed",
+        str(seed),
+        "--device",
+        "cpu",
+        "--study",
+        name,
+        "--halving" if halving else "--no-halving",
+    ]
     env = {k: v for k, v in os.environ.items() if k != "RS_SEARCH_STORAGE"}
     started = time.perf_counter()
     proc = subprocess.run(cmd, cwd=workdir, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
     if proc.returncode != 0:
-        sys.exit(f"search failed ({'halving' if halving else 'no halving'}):\n"
-                 f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+        sys.exit(
+            f"search failed ({'halving' if halving else 'no halving'}):\n"
+            f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        )
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'rs-search.db'}")
     settings = StudySettings.from_study_attrs(study.user_attrs, study_name=name)
     trials_ = study.get_trials()
     epochs = sum(len(t.user_attrs.get("curve", [])) for t in trials_)
-    return Run(wall=wall, epochs=epochs, settings=settings, trials=trials_,
-               front=front(trials_, settings),
-               pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials_))
+    return Run(
+        wall=wall,
+        epochs=epochs,
+        settings=settings,
+        trials=trials_,
+        front=front(trials_, settings),
+        pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials_),
+    )
 
 
 def main() -> None:
@@ -77,36 +103,51 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         base = args.keep or Path(tmp)
-        results = {h: run(args.space, args.data, args.budget, args.trials, args.seed, h, base)
-                   for h in (True, False)}
+        results = {
+            h: run(args.space, args.data, args.budget, args.trials, args.seed, h, base)
+            for h in (True, False)
+        }
     settings = results[True].settings
     latencies = [t.values[1] for r in results.values() for t in r.trials if t.values is not None]
     reference = (0.0, 1.1 * max(latencies))
-    hv = {h: hypervolume([t.values[:2] for t in r.front], ("maximize", "minimize"), reference)
-          for h, r in results.items()}
+    hv = {
+        h: hypervolume([t.values[:2] for t in r.front], ("maximize", "minimize"), reference)
+        for h, r in results.items()
+    }
     epochs = {h: r.epochs for h, r in results.items()}
     wall = {h: r.wall for h, r in results.items()}
-    print(f"space {args.space.name}, data {args.data}, {args.trials} trials x {args.budget}, "
-          f"sampler seed {args.seed}, rungs {settings.rungs} (eta {settings.eta})")
-    print(f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}, load average "
-          f"{os.getloadavg()[0]:.1f} at the end")
+    print(
+        f"space {args.space.name}, data {args.data}, {args.trials} trials x {args.budget}, "
+        f"sampler seed {args.seed}, rungs {settings.rungs} (eta {settings.eta})"
+    )
+    print(
+        f"torch threads {os.environ.get('OMP_NUM_THREADS', 'default')}, load average "
+        f"{os.getloadavg()[0]:.1f} at the end"
+    )
     print()
     print("| | halving (eta 3) | no halving | ratio |")
     print("|---|---|---|---|")
-    print(f"| trial-epochs trained | {epochs[True]} | {epochs[False]} | "
-          f"{epochs[True] / epochs[False]:.2f} |")
-    print(f"| wall time | {wall[True]:.0f} s | {wall[False]:.0f} s | "
-          f"{wall[True] / wall[False]:.2f} |")
+    print(
+        f"| trial-epochs trained | {epochs[True]} | {epochs[False]} | "
+        f"{epochs[True] / epochs[False]:.2f} |"
+    )
+    print(
+        f"| wall time | {wall[True]:.0f} s | {wall[False]:.0f} s | {wall[True] / wall[False]:.2f} |"
+    )
     print(f"| pruned trials | {results[True].pruned} | {results[False].pruned} | |")
     print(f"| front size | {len(results[True].front)} | {len(results[False].front)} | |")
-    print(f"| hypervolume (ref top-1 0 %, {reference[1]:.2f} ms) | {hv[True]:.1f} | "
-          f"{hv[False]:.1f} | {hv[True] / hv[False]:.2f} |")
+    print(
+        f"| hypervolume (ref top-1 0 %, {reference[1]:.2f} ms) | {hv[True]:.1f} | "
+        f"{hv[False]:.1f} | {hv[True] / hv[False]:.2f} |"
+    )
     for h, r in results.items():
         print()
         print(f"front, {'halving' if h else 'no halving'}:")
         for t in r.front:
-            print(f"  trial {t.number}: {describe(t)}  top-1 {t.values[0]:.2f} %  "
-                  f"latency {t.values[1]:.3f} ms")
+            print(
+                f"  trial {t.number}: {describe(t)}  top-1 {t.values[0]:.2f} %  "
+                f"latency {t.values[1]:.3f} ms"
+            )
 
 
 if __name__ == "__main__":

@@ -15,8 +15,10 @@ import typer
 if TYPE_CHECKING:
     from rs_search.latency.profiles import HardwareProfile
 
-HELP_STORAGE = ("SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-                "sqlite:///rs-search.db in the working directory).")
+HELP_STORAGE = (
+    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
+    "sqlite:///rs-search.db in the working directory)."
+)
 
 
 def register(app: typer.Typer) -> None:
@@ -26,20 +28,39 @@ def register(app: typer.Typer) -> None:
 
 def export(
     study: Annotated[str, typer.Option("--study", help="Study name.", show_default=False)],
-    out: Annotated[Path, typer.Option("--out", help="Directory to create (written whole or not "
-                                      "at all).", show_default=False)],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out", help="Directory to create (written whole or not at all).", show_default=False
+        ),
+    ],
     storage: Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)] = None,
-    hardware: Annotated[list[str] | None, typer.Option(
-        "--hardware", help="Also record the cached latency on this hardware profile (repeat for "
-                           "several).")] = None,
-    weights: Annotated[bool, typer.Option("--weights", help="Copy each trial's final "
-                                          "checkpoint.")] = False,
-    onnx: Annotated[bool, typer.Option("--onnx", help="Write ONNX checked against PyTorch with "
-                                       "onnxruntime (the optional extra 'onnx').")] = False,
-    artifacts: Annotated[str | None, typer.Option("--artifacts", help="Checkpoint directory the "
-                                                  "workers used (default: the study's).")] = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace a non-empty --out.")
-                         ] = False,
+    hardware: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--hardware",
+            help="Also record the cached latency on this hardware profile (repeat for several).",
+        ),
+    ] = None,
+    weights: Annotated[
+        bool, typer.Option("--weights", help="Copy each trial's final checkpoint.")
+    ] = False,
+    onnx: Annotated[
+        bool,
+        typer.Option(
+            "--onnx",
+            help="Write ONNX checked against PyTorch with onnxruntime (the optional extra 'onnx').",
+        ),
+    ] = False,
+    artifacts: Annotated[
+        str | None,
+        typer.Option(
+            "--artifacts", help="Checkpoint directory the workers used (default: the study's)."
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace a non-empty --out.")
+    ] = False,
 ) -> None:
     """Write one YAML per Pareto-optimal trial (arch, recipe, metrics, latency per hardware, why
     it is on the front, provenance) plus index.csv and index.json. Each YAML is accepted by
@@ -53,24 +74,37 @@ def export(
     opened = open_study(study, storage)
     try:
         profiles = _profiles(opened.study.user_attrs.get("target"), hardware or [])
-        cached, names = read_cached_latency(opened.url.render_as_string(hide_password=False),
-                                            profiles)
-        report = export_study(opened.study, out=out, storage_display=mask_url(opened.url),
-                              hardware=[names[p.key()] for p in profiles], cached_latency=cached,
-                              weights=weights, onnx=onnx, artifacts=artifacts,
-                              overwrite=overwrite)
+        cached, names = read_cached_latency(
+            opened.url.render_as_string(hide_password=False), profiles
+        )
+        report = export_study(
+            opened.study,
+            out=out,
+            storage_display=mask_url(opened.url),
+            hardware=[names[p.key()] for p in profiles],
+            cached_latency=cached,
+            weights=weights,
+            onnx=onnx,
+            artifacts=artifacts,
+            overwrite=overwrite,
+        )
     finally:
         opened.storage.engine.dispose()
     for note in report.notes:
         err_console.print(f"note: {note}", soft_wrap=True)
     for row in report.rows:
         extras = " ".join(x for x in (row.get("weights"), row.get("onnx")) if x)
-        console.print(f"trial {row['trial']}: {row['file']} ({row['depth']} w{row['width']:g} "
-                      f"r{row['resolution']}, top-1 {_num(row.get('val_top1'))}, latency "
-                      f"{_num(row.get('latency_ms'))} ms){' + ' + extras if extras else ''}",
-                      soft_wrap=True)
-    console.print(f"exported {len(report.rows)} Pareto-optimal trial(s) to {report.out} "
-                  "(index.csv, index.json)", soft_wrap=True)
+        console.print(
+            f"trial {row['trial']}: {row['file']} ({row['depth']} w{row['width']:g} "
+            f"r{row['resolution']}, top-1 {_num(row.get('val_top1'))}, latency "
+            f"{_num(row.get('latency_ms'))} ms){' + ' + extras if extras else ''}",
+            soft_wrap=True,
+        )
+    console.print(
+        f"exported {len(report.rows)} Pareto-optimal trial(s) to {report.out} "
+        "(index.csv, index.json)",
+        soft_wrap=True,
+    )
 
 
 def _num(value: Any) -> str:

@@ -15,8 +15,10 @@ import typer
 
 from rs_search.cli._common import console, err_console, print_table
 
-HELP_STORAGE = ("SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-                "sqlite:///rs-search.db in the working directory).")
+HELP_STORAGE = (
+    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
+    "sqlite:///rs-search.db in the working directory)."
+)
 HELP_DEVICE = "auto (one worker per visible GPU, else the CPU), cpu, cuda or cuda:<index>."
 
 
@@ -38,50 +40,126 @@ def _quiet_optuna() -> None:
 
 
 def start(
-    space: Annotated[Path, typer.Option("--space", show_default=False,
-                                        help="Search-space YAML, e.g. spaces/quickstart.yaml.")],
-    budget: Annotated[str, typer.Option("--budget", help="Full training length of one trial, "
-                                        "with its unit: 350epochs, 12epochs.", show_default=False)],
-    study: Annotated[str | None, typer.Option("--study", help="Study name (default: "
-                                              "<space name>-<budget>). An existing study with the "
-                                              "same settings is resumed.")] = None,
+    space: Annotated[
+        Path,
+        typer.Option(
+            "--space", show_default=False, help="Search-space YAML, e.g. spaces/quickstart.yaml."
+        ),
+    ],
+    budget: Annotated[
+        str,
+        typer.Option(
+            "--budget",
+            help="Full training length of one trial, with its unit: 350epochs, 12epochs.",
+            show_default=False,
+        ),
+    ],
+    study: Annotated[
+        str | None,
+        typer.Option(
+            "--study",
+            help="Study name (default: "
+            "<space name>-<budget>). An existing study with the "
+            "same settings is resumed.",
+        ),
+    ] = None,
     storage: Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)] = None,
-    data: Annotated[str, typer.Option("--data", help="digits, synthetic[:CLASSES], "
-                                      "imagefolder:PATH, cifar10:PATH, cifar100:PATH.")] = "digits",
-    trials: Annotated[int | None, typer.Option("--trials", help="Trial budget of the study (seeds "
-                                               "included). Default: run until stopped or timed "
-                                               "out.")] = None,
-    timeout: Annotated[str | None, typer.Option("--timeout", help="Start no new trial after this "
-                                                "long: 90s, 30m, 2h, 1h30m.")] = None,
-    workers: Annotated[int | None, typer.Option(
-        "--workers", help="Local worker processes (default: one per visible GPU, else one).")
+    data: Annotated[
+        str,
+        typer.Option(
+            "--data",
+            help="digits, synthetic[:CLASSES], imagefolder:PATH, cifar10:PATH, cifar100:PATH.",
+        ),
+    ] = "digits",
+    trials: Annotated[
+        int | None,
+        typer.Option(
+            "--trials",
+            help="Trial budget of the study (seeds "
+            "included). Default: run until stopped or timed "
+            "out.",
+        ),
+    ] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option("--timeout", help="Start no new trial after this long: 90s, 30m, 2h, 1h30m."),
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers", help="Local worker processes (default: one per visible GPU, else one)."
+        ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help=HELP_DEVICE)] = "auto",
     sampler: Annotated[str, typer.Option("--sampler", help="tpe, nsga2, gp or random.")] = "tpe",
-    eta: Annotated[int, typer.Option("--eta", help="Successive halving: keep the top 1/eta of the "
-                                     "trials at each rung (rungs at budget/eta^k epochs).")] = 3,
-    min_rung: Annotated[int | None, typer.Option("--min-rung", help="Lowest rung in epochs "
-                                                 "(default: budget/eta^3, at least 1 and past "
-                                                 "the LR warm-up).")] = None,
-    halving: Annotated[bool, typer.Option("--halving/--no-halving", help="Pareto-aware successive "
-                                          "halving of unpromising trials.")] = True,
-    seed: Annotated[int | None, typer.Option("--seed", help="Sampler seed of the local workers "
-                                             "(worker k uses seed+k; with one worker the "
-                                             "candidate sequence is reproducible).")] = None,
-    artifacts: Annotated[str, typer.Option("--artifacts", help="Checkpoint directory (shared "
-                                           "between machines for cross-machine resume).")
-                         ] = "rs-search-artifacts",
-    heartbeat: Annotated[int, typer.Option("--heartbeat", help="Seconds between a running trial's "
-                                           "heartbeats (under ~10 s is fragile).")] = 30,
-    grace: Annotated[int, typer.Option("--grace", help="Seconds without a heartbeat before a "
-                                       "trial is failed and retried.")] = 120,
-    loader_workers: Annotated[int | None, typer.Option("--loader-workers", help="DataLoader "
-                                                       "processes per worker (default: the "
-                                                       "engine's choice).")] = None,
-    auto_scale: Annotated[bool, typer.Option("--auto-scale", help="After each trial from the "
-                                             "sampler, enqueue one candidate proposed by the "
-                                             "paper's scaling rules (see rs-search propose).")
-                          ] = False,
+    eta: Annotated[
+        int,
+        typer.Option(
+            "--eta",
+            help="Successive halving: keep the top 1/eta of the "
+            "trials at each rung (rungs at budget/eta^k epochs).",
+        ),
+    ] = 3,
+    min_rung: Annotated[
+        int | None,
+        typer.Option(
+            "--min-rung",
+            help="Lowest rung in epochs "
+            "(default: budget/eta^3, at least 1 and past "
+            "the LR warm-up).",
+        ),
+    ] = None,
+    halving: Annotated[
+        bool,
+        typer.Option(
+            "--halving/--no-halving", help="Pareto-aware successive halving of unpromising trials."
+        ),
+    ] = True,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            "--seed",
+            help="Sampler seed of the local workers "
+            "(worker k uses seed+k; with one worker the "
+            "candidate sequence is reproducible).",
+        ),
+    ] = None,
+    artifacts: Annotated[
+        str,
+        typer.Option(
+            "--artifacts",
+            help="Checkpoint directory (shared between machines for cross-machine resume).",
+        ),
+    ] = "rs-search-artifacts",
+    heartbeat: Annotated[
+        int,
+        typer.Option(
+            "--heartbeat",
+            help="Seconds between a running trial's heartbeats (under ~10 s is fragile).",
+        ),
+    ] = 30,
+    grace: Annotated[
+        int,
+        typer.Option(
+            "--grace", help="Seconds without a heartbeat before a trial is failed and retried."
+        ),
+    ] = 120,
+    loader_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--loader-workers",
+            help="DataLoader processes per worker (default: the engine's choice).",
+        ),
+    ] = None,
+    auto_scale: Annotated[
+        bool,
+        typer.Option(
+            "--auto-scale",
+            help="After each trial from the "
+            "sampler, enqueue one candidate proposed by the "
+            "paper's scaling rules (see rs-search propose).",
+        ),
+    ] = False,
 ) -> None:
     """Create (or resume) a study, print the compute estimate, run local workers, show progress,
     and print the Pareto front with the commands that export and report it."""
@@ -90,41 +168,75 @@ def start(
 
     _quiet_optuna()
     plan = launch.plan_start(
-        space_file=space, budget=budget, study_name=study, storage=storage, data=data,
-        trials=trials, timeout=timeout, workers=workers, device=device, sampler=sampler,
-        eta=eta if halving else None, min_rung=min_rung, seed=seed, artifacts=artifacts,
-        heartbeat=heartbeat, grace=grace, loader_workers=loader_workers,
+        space_file=space,
+        budget=budget,
+        study_name=study,
+        storage=storage,
+        data=data,
+        trials=trials,
+        timeout=timeout,
+        workers=workers,
+        device=device,
+        sampler=sampler,
+        eta=eta if halving else None,
+        min_rung=min_rung,
+        seed=seed,
+        artifacts=artifacts,
+        heartbeat=heartbeat,
+        grace=grace,
+        loader_workers=loader_workers,
     )
-    opt_study, created = create_or_resume(study_name=plan.study_name, storage=plan.storage_url,
-                                          settings=plan.settings, space=plan.space)
+    opt_study, created = create_or_resume(
+        study_name=plan.study_name,
+        storage=plan.storage_url,
+        settings=plan.settings,
+        space=plan.space,
+    )
     seeds, slots = enqueue_work(opt_study, plan.settings, plan.space)
     settings = plan.settings
     verb = "created" if created else "resumed"
-    console.print(f"study [bold]{plan.study_name}[/] {verb} in {plan.storage_shown} "
-                  f"({seeds} seeds and {slots} trials queued)")
+    console.print(
+        f"study [bold]{plan.study_name}[/] {verb} in {plan.storage_shown} "
+        f"({seeds} seeds and {slots} trials queued)"
+    )
     left = summary.progress(opt_study, settings)
-    todo = (settings.n_trials - (left.complete + left.pruned + left.failed)
-            if settings.n_trials is not None else None)
-    est = summary.estimate(settings, trials=todo if todo is not None else 0,
-                           train_images=plan.train_images, flops_range=plan.flops_range,
-                           seeds=left.waiting_seeds)
+    todo = (
+        settings.n_trials - (left.complete + left.pruned + left.failed)
+        if settings.n_trials is not None
+        else None
+    )
+    est = summary.estimate(
+        settings,
+        trials=todo if todo is not None else 0,
+        train_images=plan.train_images,
+        flops_range=plan.flops_range,
+        seeds=left.waiting_seeds,
+    )
     spent = todo is not None and todo <= 0 and left.running == 0 and left.waiting == 0
     if spent:
         console.print("the trial budget is spent: nothing left to run (raise --trials to go on)")
     else:
-        console.print("[bold]estimate[/]: " + ("; ".join(est.lines()) if todo is not None
-                                               else "open-ended (no --trials): "
-                                               f"{settings.budget_epochs} epochs per full trial"))
-        console.print(f"running {plan.workers} worker(s) on {', '.join(plan.devices)}; logs in "
-                      f"{Path(settings.artifacts) / plan.study_name / 'logs'}")
+        console.print(
+            "[bold]estimate[/]: "
+            + (
+                "; ".join(est.lines())
+                if todo is not None
+                else f"open-ended (no --trials): {settings.budget_epochs} epochs per full trial"
+            )
+        )
+        console.print(
+            f"running {plan.workers} worker(s) on {', '.join(plan.devices)}; logs in "
+            f"{Path(settings.artifacts) / plan.study_name / 'logs'}"
+        )
     del opt_study
     watcher, _ = join_study(plan.study_name, plan.storage_url, queued=False)
     if auto_scale:  # the workers inherit the environment (issue 6)
         from rs_search.search.worker import ENV_AUTO_SCALE
 
         os.environ[ENV_AUTO_SCALE] = "1"
-    local = launch.LocalWorkers.spawn(plan, Path(settings.artifacts) / plan.study_name / "logs",
-                                      count=0 if spent else None)
+    local = launch.LocalWorkers.spawn(
+        plan, Path(settings.artifacts) / plan.study_name / "logs", count=0 if spent else None
+    )
     from rs_search.cli.progress import progress
 
     # A bar on a terminal; on a log or pipe one plain line at most every 10 s (and the last one).
@@ -133,18 +245,27 @@ def start(
         def poll() -> None:
             p = summary.progress(watcher, settings)
             best = summary.front(watcher.get_trials(deepcopy=False), settings)
-            bar.update(completed=p.complete + p.pruned + p.failed, complete=p.complete,
-                       pruned=p.pruned, failed=p.failed, running=p.running,
-                       epochs=p.epochs, front=len(best),
-                       best_top1=round(best[0].values[0], 2) if best else None)
+            bar.update(
+                completed=p.complete + p.pruned + p.failed,
+                complete=p.complete,
+                pruned=p.pruned,
+                failed=p.failed,
+                running=p.running,
+                epochs=p.epochs,
+                front=len(best),
+                best_top1=round(best[0].values[0], 2) if best else None,
+            )
 
         codes = launch.watch(local, poll)
     trials_now = watcher.get_trials(deepcopy=False)
     rows = summary.front_rows(trials_now, settings)
     if rows:
-        print_table(f"Pareto front of {plan.study_name} ({len(rows)} trials)",
-                    summary.front_columns(settings), rows,
-                    right=("trial", "top-1 %", "latency ms", "memory MB", "params M", "epochs"))
+        print_table(
+            f"Pareto front of {plan.study_name} ({len(rows)} trials)",
+            summary.front_columns(settings),
+            rows,
+            right=("trial", "top-1 %", "latency ms", "memory MB", "params M", "epochs"),
+        )
     else:
         console.print("no trained, feasible trial yet: the front is empty")
     console.print(summary.progress(watcher, settings).line())
@@ -161,26 +282,46 @@ def start(
 
 
 def worker(
-    study: Annotated[str, typer.Option("--study", help="Name of the study to join.",
-                                       show_default=False)],
+    study: Annotated[
+        str, typer.Option("--study", help="Name of the study to join.", show_default=False)
+    ],
     storage: Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)] = None,
-    device: Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:<index>.")
-                      ] = "auto",
-    nproc: Annotated[int, typer.Option("--nproc", help="Train each trial as a torchrun DDP group "
-                                       "of N processes (gloo on CPU, NCCL on GPU).")] = 1,
-    artifacts: Annotated[str | None, typer.Option("--artifacts", help="Checkpoint directory "
-                                                  "(default: the study's).")] = None,
-    timeout: Annotated[str | None, typer.Option("--timeout", help="Start no new trial after this "
-                                                "long: 90s, 30m, 2h.")] = None,
-    max_trials: Annotated[int | None, typer.Option("--max-trials", help="Leave after running this "
-                                                   "many trials.")] = None,
-    loader_workers: Annotated[int | None, typer.Option("--loader-workers", help="DataLoader "
-                                                       "processes per rank (default: the "
-                                                       "engine's choice).")] = None,
-    auto_scale: Annotated[bool, typer.Option("--auto-scale", help="After each trial from the "
-                                             "sampler, enqueue one candidate proposed by the "
-                                             "paper's scaling rules (see rs-search propose).")
-                          ] = False,
+    device: Annotated[
+        str, typer.Option("--device", help="auto, cpu, cuda or cuda:<index>.")
+    ] = "auto",
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            help="Train each trial as a torchrun DDP group "
+            "of N processes (gloo on CPU, NCCL on GPU).",
+        ),
+    ] = 1,
+    artifacts: Annotated[
+        str | None, typer.Option("--artifacts", help="Checkpoint directory (default: the study's).")
+    ] = None,
+    timeout: Annotated[
+        str | None,
+        typer.Option("--timeout", help="Start no new trial after this long: 90s, 30m, 2h."),
+    ] = None,
+    max_trials: Annotated[
+        int | None, typer.Option("--max-trials", help="Leave after running this many trials.")
+    ] = None,
+    loader_workers: Annotated[
+        int | None,
+        typer.Option(
+            "--loader-workers", help="DataLoader processes per rank (default: the engine's choice)."
+        ),
+    ] = None,
+    auto_scale: Annotated[
+        bool,
+        typer.Option(
+            "--auto-scale",
+            help="After each trial from the "
+            "sampler, enqueue one candidate proposed by the "
+            "paper's scaling rules (see rs-search propose).",
+        ),
+    ] = False,
 ) -> None:
     """Join a study from any machine and run its trials until the trial budget is spent or the
     worker is stopped (SIGTERM checkpoints the running trial and hands it back; exit 0)."""
@@ -204,18 +345,31 @@ def worker(
             from rs_search.search.worker import ENV_AUTO_SCALE
 
             os.environ[ENV_AUTO_SCALE] = "1"
-        code = ddp.launch(nproc=nproc, study_name=study,
-                          storage_url=url.render_as_string(hide_password=False), device=device,
-                          artifacts=artifacts, timeout_s=timeout_s,
-                          loader_workers=loader_workers, max_trials=max_trials)
+        code = ddp.launch(
+            nproc=nproc,
+            study_name=study,
+            storage_url=url.render_as_string(hide_password=False),
+            device=device,
+            artifacts=artifacts,
+            timeout_s=timeout_s,
+            loader_workers=loader_workers,
+            max_trials=max_trials,
+        )
         if code != 0:
             raise typer.Exit(code)
         return
     from rs_search.search.worker import run_worker
 
-    report = run_worker(study_name=study, storage=url.render_as_string(hide_password=False),
-                        device=device, artifacts=artifacts, timeout_s=timeout_s,
-                        max_trials=max_trials, loader_workers=loader_workers,
-                        auto_scale=auto_scale, echo=lambda s: print(s, flush=True))
+    report = run_worker(
+        study_name=study,
+        storage=url.render_as_string(hide_password=False),
+        device=device,
+        artifacts=artifacts,
+        timeout_s=timeout_s,
+        max_trials=max_trials,
+        loader_workers=loader_workers,
+        auto_scale=auto_scale,
+        echo=lambda s: print(s, flush=True),
+    )
     print(f"worker done: {report.reason}, {report.trials_run} trials run here", flush=True)
     sys.stdout.flush()

@@ -13,14 +13,21 @@ import typer
 if TYPE_CHECKING:
     from rs_search.selection.scaling import Cost, Proposal
 
-HELP_STORAGE = ("SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-                "sqlite:///rs-search.db in the working directory).")
+HELP_STORAGE = (
+    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
+    "sqlite:///rs-search.db in the working directory)."
+)
 
 StudyName = Annotated[str, typer.Option("--study", help="Study name.", show_default=False)]
 Storage = Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)]
-Measure = Annotated[bool, typer.Option(
-    "--measure", help="Measure latency on this machine when the cache has no figure for the "
-                      "study's target (else it is predicted from the source trial).")]
+Measure = Annotated[
+    bool,
+    typer.Option(
+        "--measure",
+        help="Measure latency on this machine when the cache has no figure for the "
+        "study's target (else it is predicted from the source trial).",
+    ),
+]
 
 
 def register(app: typer.Typer) -> None:
@@ -49,11 +56,23 @@ def _source(cost: Cost | None) -> str:
 def propose(
     study: StudyName,
     storage: Storage = None,
-    n: Annotated[int, typer.Option("--n", help="How many proposals (one per Pareto-front trial, "
-                                   "best hypervolume contribution first).", min=1)] = 1,
-    enqueue: Annotated[bool, typer.Option("--enqueue", help="Add them to the study as waiting "
-                                          "trials tagged origin=rule:<name> and their reason.")
-                       ] = False,
+    n: Annotated[
+        int,
+        typer.Option(
+            "--n",
+            help="How many proposals (one per Pareto-front trial, "
+            "best hypervolume contribution first).",
+            min=1,
+        ),
+    ] = 1,
+    enqueue: Annotated[
+        bool,
+        typer.Option(
+            "--enqueue",
+            help="Add them to the study as waiting "
+            "trials tagged origin=rule:<name> and their reason.",
+        ),
+    ] = False,
     measure: Measure = False,
 ) -> None:
     """Propose the next candidates by the paper's scaling rules (depth where the curves overfit
@@ -67,9 +86,9 @@ def propose(
     opened = open_study(study, storage)
     try:
         settings = load_settings(opened.study)
-        result = propose_for_study(opened.study, settings, n=n,
-                                   storage=opened.storage.engine,
-                                   measure=measure)
+        result = propose_for_study(
+            opened.study, settings, n=n, storage=opened.storage.engine, measure=measure
+        )
         queued = enqueue_proposals(opened.study, settings, result.proposals) if enqueue else []
     finally:
         opened.storage.engine.dispose()
@@ -85,17 +104,32 @@ def propose(
                 outside = []
             if outside:
                 space_note = " (outside the space)"
-            rows.append((i, p.rule, p.source_trial, _summary(p) + space_note,
-                         _latency(p.cost), _source(p.cost)))
-        print_table("proposals", ["#", "rule", "from trial", "candidate", "latency ms", "latency"],
-                    rows, right=["#", "from trial", "latency ms"])
+            rows.append(
+                (
+                    i,
+                    p.rule,
+                    p.source_trial,
+                    _summary(p) + space_note,
+                    _latency(p.cost),
+                    _source(p.cost),
+                )
+            )
+        print_table(
+            "proposals",
+            ["#", "rule", "from trial", "candidate", "latency ms", "latency"],
+            rows,
+            right=["#", "from trial", "latency ms"],
+        )
         for i, p in enumerate(result.proposals, 1):
             console.print(f"{i}. {p.reason}", soft_wrap=True)
             if p.cost is not None and p.cost.source:
                 console.print(f"   cost: {p.cost.source}", soft_wrap=True)
     for d in result.dropped:
-        console.print(f"dropped ({d.proposal.rule} from trial {d.proposal.source_trial}, "
-                      f"{_summary(d.proposal)}): {d.reason}", soft_wrap=True)
+        console.print(
+            f"dropped ({d.proposal.rule} from trial {d.proposal.source_trial}, "
+            f"{_summary(d.proposal)}): {d.reason}",
+            soft_wrap=True,
+        )
     for s in result.skipped[:10]:
         console.print(f"skipped: {s}", soft_wrap=True)
     if len(result.skipped) > 10:
@@ -107,13 +141,20 @@ def propose(
 
 def scale(
     study: StudyName,
-    trial: Annotated[int, typer.Option("--trial", help="Number of the trial to scale.",
-                                       show_default=False)],
+    trial: Annotated[
+        int, typer.Option("--trial", help="Number of the trial to scale.", show_default=False)
+    ],
     storage: Storage = None,
     steps: Annotated[int, typer.Option("--steps", help="How many scaled configs.", min=1)] = 3,
-    rule: Annotated[str, typer.Option("--rule", help="depth (the published family's way: "
-                                      "depth, then resolution with it), width, or auto (read "
-                                      "the trial's curve and the budget).")] = "depth",
+    rule: Annotated[
+        str,
+        typer.Option(
+            "--rule",
+            help="depth (the published family's way: "
+            "depth, then resolution with it), width, or auto (read "
+            "the trial's curve and the budget).",
+        ),
+    ] = "depth",
     measure: Measure = False,
 ) -> None:
     """Grow one trial into a scaled family (the way RS-50 grows to RS-420): STEPS configs with
@@ -134,20 +175,26 @@ def scale(
         settings = load_settings(opened.study)
         trials = opened.study.get_trials(deepcopy=False)
         if not 0 <= trial < len(trials):
-            raise RsSearchError(f"study {study!r} has no trial {trial} "
-                                f"(trials 0..{len(trials) - 1})")
+            raise RsSearchError(
+                f"study {study!r} has no trial {trial} (trials 0..{len(trials) - 1})"
+            )
         frozen = trials[trial]
         view = TrialView.from_trial(frozen, budget=settings.budget_epochs)
         if view is None:
             raise RsSearchError(f"trial {trial} has no candidate (state {frozen.state.name})")
         if frozen.state != TrialState.COMPLETE:
-            console.print(f"note: trial {trial} is {frozen.state.name}; scaling its candidate",
-                          soft_wrap=True)
-        family, stopped = scaled_family(view, steps, rule=rule,  # type: ignore[arg-type]
-                                        settings=RuleSettings())
-        costs = StudyCosts.for_study(opened.study, settings, [view],
-                                     storage=opened.storage.engine,
-                                     measure=measure)
+            console.print(
+                f"note: trial {trial} is {frozen.state.name}; scaling its candidate", soft_wrap=True
+            )
+        family, stopped = scaled_family(
+            view,
+            steps,
+            rule=rule,  # type: ignore[arg-type]
+            settings=RuleSettings(),
+        )
+        costs = StudyCosts.for_study(
+            opened.study, settings, [view], storage=opened.storage.engine, measure=measure
+        )
         try:
             priced = [(p, costs(p)) for p in family]
         finally:
@@ -157,29 +204,54 @@ def scale(
     from rs_search.models.complexity import count_flops, count_params
 
     base = view.candidate.arch
-    rows: list[tuple[object, ...]] = [(0, base.label, f"{base.width:g}", base.resolution,
-                                       f"{count_params(base) / 1e6:.2f}",
-                                       f"{count_flops(base) / 1e9:.3g}",
-                                       _latency_of(view, settings), f"trial {trial}")]
+    rows: list[tuple[object, ...]] = [
+        (
+            0,
+            base.label,
+            f"{base.width:g}",
+            base.resolution,
+            f"{count_params(base) / 1e6:.2f}",
+            f"{count_flops(base) / 1e9:.3g}",
+            _latency_of(view, settings),
+            f"trial {trial}",
+        )
+    ]
     limit = settings.constraints.get("max_latency_ms")
     for i, (p, cost) in enumerate(priced, 1):
         arch = p.candidate.arch
-        over = " (over max_latency_ms)" if limit is not None and cost.latency_ms is not None \
-            and cost.latency_ms > limit else ""
-        rows.append((i, arch.label, f"{arch.width:g}", arch.resolution,
-                     f"{(cost.params_m or 0):.2f}", f"{count_flops(arch) / 1e9:.3g}",
-                     _latency(cost) + over, _source(cost)))
+        over = (
+            " (over max_latency_ms)"
+            if limit is not None and cost.latency_ms is not None and cost.latency_ms > limit
+            else ""
+        )
+        rows.append(
+            (
+                i,
+                arch.label,
+                f"{arch.width:g}",
+                arch.resolution,
+                f"{(cost.params_m or 0):.2f}",
+                f"{count_flops(arch) / 1e9:.3g}",
+                _latency(cost) + over,
+                _source(cost),
+            )
+        )
     target = settings.target.get("name", "target")
-    print_table(f"scaled family of trial {trial} ({rule} rule) on {target}",
-                ["step", "depth", "width", "res", "params M", "GFLOPs", "latency ms", "latency"],
-                rows, right=["step", "res", "params M", "GFLOPs", "latency ms"])
+    print_table(
+        f"scaled family of trial {trial} ({rule} rule) on {target}",
+        ["step", "depth", "width", "res", "params M", "GFLOPs", "latency ms", "latency"],
+        rows,
+        right=["step", "res", "params M", "GFLOPs", "latency ms"],
+    )
     for i, (p, cost) in enumerate(priced, 1):
         console.print(f"{i}. {p.reason}", soft_wrap=True)
-        console.print(f"   recipe: dropout {p.candidate.recipe.dropout:g}, stochastic depth "
-                      f"{p.candidate.recipe.stochastic_depth:g}, RandAugment magnitude "
-                      f"{p.candidate.recipe.randaug_magnitude}, weight decay "
-                      f"{p.candidate.recipe.weight_decay:g}; latency: {cost.source}",
-                      soft_wrap=True)
+        console.print(
+            f"   recipe: dropout {p.candidate.recipe.dropout:g}, stochastic depth "
+            f"{p.candidate.recipe.stochastic_depth:g}, RandAugment magnitude "
+            f"{p.candidate.recipe.randaug_magnitude}, weight decay "
+            f"{p.candidate.recipe.weight_decay:g}; latency: {cost.source}",
+            soft_wrap=True,
+        )
     if stopped:
         console.print(stopped, soft_wrap=True)
 

@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 
 __all__ = ["FrontEntry", "exportable", "front_entries"]
 
-_UNITS = {"accuracy": ("top-1", "%"), "latency": ("latency", " ms"),
-          "memory": ("peak memory", " MB")}
+_UNITS = {
+    "accuracy": ("top-1", "%"),
+    "latency": ("latency", " ms"),
+    "memory": ("peak memory", " MB"),
+}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,8 +64,10 @@ def _better(direction: str) -> str:
 def _reason(i: int, pts: np.ndarray, objectives: Sequence[str], directions: Sequence[str]) -> str:
     """Why point ``i`` is non-dominated, in words, plus the extremes it holds."""
     words = [_fmt(o, float(pts[i, k])) for k, o in enumerate(objectives)]
-    parts = [f"non-dominated ({', '.join(words)}): no finished trial is at least as good in "
-             f"{' and '.join(_UNITS.get(o, (o, ''))[0] for o in objectives)} and better in one"]
+    parts = [
+        f"non-dominated ({', '.join(words)}): no finished trial is at least as good in "
+        f"{' and '.join(_UNITS.get(o, (o, ''))[0] for o in objectives)} and better in one"
+    ]
     if len(objectives) == 2:
         a, b = 0, 1  # "the best a at no worse b"
         worse_ok = pts[:, b] <= pts[i, b] if directions[b] == "minimize" else pts[:, b] >= pts[i, b]
@@ -70,8 +75,10 @@ def _reason(i: int, pts: np.ndarray, objectives: Sequence[str], directions: Sequ
         side = "<=" if directions[b] == "minimize" else ">="
         name_a = _UNITS.get(objectives[a], (objectives[a], ""))[0]
         name_b, unit_b = _UNITS.get(objectives[b], (objectives[b], ""))
-        parts.append(f"the {_better(directions[a])} {name_a} among the {peers + 1} exportable "
-                     f"trial(s) at {name_b} {side} {pts[i, b]:.4g}{unit_b}")
+        parts.append(
+            f"the {_better(directions[a])} {name_a} among the {peers + 1} exportable "
+            f"trial(s) at {name_b} {side} {pts[i, b]:.4g}{unit_b}"
+        )
     for k, o in enumerate(objectives):
         col = pts[:, k]
         best = col.max() if directions[k] == "maximize" else col.min()
@@ -94,8 +101,13 @@ def front_entries(
     reference = default_reference(pts, directions)
     contribution = hypervolume_contribution(sub, directions, reference)
     order = sorted(range(len(front)), key=lambda j: (-contribution[j], pool[front[j]].number))
-    return [FrontEntry(trial=pool[front[j]], values=tuple(float(v) for v in sub[j]),
-                       reason=_reason(front[j], pts, objectives, directions),
-                       hypervolume_contribution=float(contribution[j]),
-                       reference=tuple(float(r) for r in reference))
-            for j in order]
+    return [
+        FrontEntry(
+            trial=pool[front[j]],
+            values=tuple(float(v) for v in sub[j]),
+            reason=_reason(front[j], pts, objectives, directions),
+            hypervolume_contribution=float(contribution[j]),
+            reference=tuple(float(r) for r in reference),
+        )
+        for j in order
+    ]

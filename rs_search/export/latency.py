@@ -14,8 +14,18 @@ from typing import Any
 
 __all__ = ["LatencyFigures", "read_cached_latency"]
 
-_FIELDS = ("median_ms", "p90_ms", "spread", "peak_memory_mb", "batch_size", "threads",
-           "device_name", "torch_version", "measured_at", "stable")
+_FIELDS = (
+    "median_ms",
+    "p90_ms",
+    "spread",
+    "peak_memory_mb",
+    "batch_size",
+    "threads",
+    "device_name",
+    "torch_version",
+    "measured_at",
+    "stable",
+)
 
 LatencyFigures = dict[str, dict[str, dict[str, Any]]]  # arch key -> profile name -> figures
 
@@ -60,14 +70,23 @@ def read_cached_latency(
     return out, wanted
 
 
-def figures_for(arch_key: str, cached: Mapping[str, Mapping[str, Mapping[str, Any]]],
-                hardware_names: Sequence[str], *, study: str) -> dict[str, dict[str, Any]]:
+def figures_for(
+    arch_key: str,
+    cached: Mapping[str, Mapping[str, Mapping[str, Any]]],
+    hardware_names: Sequence[str],
+    *,
+    study: str,
+) -> dict[str, dict[str, Any]]:
     """Every cached profile's figures for ``arch_key``, plus a "not measured" entry for each
     ``hardware_names`` profile the cache lacks."""
     found = {name: dict(f) for name, f in cached.get(arch_key, {}).items()}
     for name in hardware_names:
-        found.setdefault(name, {
-            "status": "not measured",
-            "hint": f"on that hardware: rs-search latency-worker --study {study} --hardware "
-                    f"{name} --once; then export again"})
+        found.setdefault(
+            name,
+            {
+                "status": "not measured",
+                "hint": f"on that hardware: rs-search latency-worker --study {study} --hardware "
+                f"{name} --once; then export again",
+            },
+        )
     return found

@@ -45,8 +45,10 @@ def require_onnx() -> tuple[str, str]:
         import onnx
         import onnxruntime
     except ImportError:
-        raise OnnxUnavailable("--onnx needs the optional dependencies: "
-                              "pip install 'rs-search[onnx]' (onnx, onnxruntime)") from None
+        raise OnnxUnavailable(
+            "--onnx needs the optional dependencies: "
+            "pip install 'rs-search[onnx]' (onnx, onnxruntime)"
+        ) from None
     return str(onnx.__version__), str(onnxruntime.__version__)
 
 
@@ -75,13 +77,19 @@ def export_onnx(
         model.load_state_dict(state_dict)
     model = model.float().eval()
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randn(batch, arch.in_channels, arch.resolution, arch.resolution,
-                         generator=generator)
+    images = torch.randn(
+        batch, arch.in_channels, arch.resolution, arch.resolution, generator=generator
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
         torch.onnx.export(
-            model, (images,), str(path), dynamo=False, opset_version=OPSET,
-            input_names=["images"], output_names=["logits"],
+            model,
+            (images,),
+            str(path),
+            dynamo=False,
+            opset_version=OPSET,
+            input_names=["images"],
+            output_names=["logits"],
             dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}},
         )
     with torch.no_grad():
@@ -90,7 +98,14 @@ def export_onnx(
     (got,) = session.run(["logits"], {"images": images.numpy()})
     diff = float(np.max(np.abs(got - expected))) if expected.size else 0.0
     if got.shape != expected.shape or not np.allclose(got, expected, rtol=rtol, atol=atol):
-        raise RsSearchError(f"{path.name}: onnxruntime logits differ from PyTorch's by up to "
-                            f"{diff:.3g} (allowed: {atol:g} + {rtol:g} x |logit|)")
-    return OnnxCheck(max_abs_diff=diff, batch=batch, opset=OPSET, onnx_version=onnx_version,
-                     onnxruntime_version=ort_version)
+        raise RsSearchError(
+            f"{path.name}: onnxruntime logits differ from PyTorch's by up to "
+            f"{diff:.3g} (allowed: {atol:g} + {rtol:g} x |logit|)"
+        )
+    return OnnxCheck(
+        max_abs_diff=diff,
+        batch=batch,
+        opset=OPSET,
+        onnx_version=onnx_version,
+        onnxruntime_version=ort_version,
+    )

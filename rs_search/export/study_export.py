@@ -36,9 +36,24 @@ if TYPE_CHECKING:
 __all__ = ["CachedLatency", "ExportReport", "NoFinishedTrial", "export_study"]
 
 _DEFAULT_OBJECTIVES = ("accuracy", "latency", "memory")
-INDEX_COLUMNS = ("trial", "file", "arch_key", "candidate_key", "depth", "width", "resolution",
-                 "params_m", "gflops", "val_top1", "latency_ms", "memory_mb", "origin",
-                 "hypervolume_contribution", "weights", "onnx")
+INDEX_COLUMNS = (
+    "trial",
+    "file",
+    "arch_key",
+    "candidate_key",
+    "depth",
+    "width",
+    "resolution",
+    "params_m",
+    "gflops",
+    "val_top1",
+    "latency_ms",
+    "memory_mb",
+    "origin",
+    "hypervolume_contribution",
+    "weights",
+    "onnx",
+)
 
 # arch key -> hardware profile name -> latency figures (``export.latency.read_cached_latency``)
 CachedLatency = Mapping[str, Mapping[str, Mapping[str, Any]]]
@@ -87,8 +102,9 @@ def _versions() -> dict[str, str]:
     return {"rs_search": __version__, "torch": str(torch.__version__), "optuna": optuna.__version__}
 
 
-def _metrics(trial: FrozenTrial, candidate: Candidate, objectives: Sequence[str],
-             values: Sequence[float]) -> dict[str, Any]:
+def _metrics(
+    trial: FrozenTrial, candidate: Candidate, objectives: Sequence[str], values: Sequence[float]
+) -> dict[str, Any]:
     from rs_search.models.complexity import count_flops, count_params
 
     out: dict[str, Any] = {name: float(v) for name, v in zip(objectives, values, strict=True)}
@@ -104,8 +120,12 @@ def _metrics(trial: FrozenTrial, candidate: Candidate, objectives: Sequence[str]
     return out
 
 
-def _study_latency(trial: FrozenTrial, objectives: Sequence[str], values: Sequence[float],
-                   target: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]] | None:
+def _study_latency(
+    trial: FrozenTrial,
+    objectives: Sequence[str],
+    values: Sequence[float],
+    target: Mapping[str, Any] | None,
+) -> tuple[str, dict[str, Any]] | None:
     """The target profile's figures the worker measured for this trial."""
     attrs = trial.user_attrs
     name = attrs.get("latency_profile") or (target or {}).get("name")
@@ -152,8 +172,11 @@ def export_study(
         from optuna.trial import TrialState
 
         complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
-        why = (f"{complete} complete trial(s), none trained and feasible" if complete
-               else f"{len(trials)} trial(s), none complete")
+        why = (
+            f"{complete} complete trial(s), none trained and feasible"
+            if complete
+            else f"{len(trials)} trial(s), none complete"
+        )
         raise NoFinishedTrial(f"study {study.study_name!r} has no finished trial to export ({why})")
     if onnx:
         from rs_search.export.onnx_export import require_onnx
@@ -167,17 +190,27 @@ def export_study(
     rows: list[dict[str, Any]] = []
     with staged_directory(out, overwrite=overwrite) as stage:
         for entry in entries:
-            doc, row = _document(study, entry, objectives=objectives, directions=directions,
-                                 settings=settings, storage_display=storage_display,
-                                 hardware=hardware, cached_latency=cached_latency or {},
-                                 versions=versions, exported_at=exported_at,
-                                 front_size=len(entries), exportable_count=exportable_count)
+            doc, row = _document(
+                study,
+                entry,
+                objectives=objectives,
+                directions=directions,
+                settings=settings,
+                storage_display=storage_display,
+                hardware=hardware,
+                cached_latency=cached_latency or {},
+                versions=versions,
+                exported_at=exported_at,
+                front_size=len(entries),
+                exportable_count=exportable_count,
+            )
             number = entry.trial.number
             files: dict[str, Any] = {}
             state = None
             if weights or onnx:
-                state, ckpt_note = _checkpoint(entry.trial, study.study_name, artifacts,
-                                               required=weights)
+                state, ckpt_note = _checkpoint(
+                    entry.trial, study.study_name, artifacts, required=weights
+                )
                 if ckpt_note:
                     notes.append(ckpt_note)
             if weights and state is not None:
@@ -185,16 +218,21 @@ def export_study(
                 name = f"trial-{number}.pt"
                 shutil.copy2(source, stage / name)
                 has_ema = isinstance(loaded.get("ema"), Mapping)
-                files["weights"] = {"file": name, "copied_from": str(source),
-                                    "evaluated_with": "ema" if has_ema else "model"}
+                files["weights"] = {
+                    "file": name,
+                    "copied_from": str(source),
+                    "evaluated_with": "ema" if has_ema else "model",
+                }
             if onnx:
                 files["onnx"] = _onnx(stage, number, Candidate.from_dict(doc), state)
             doc["files"] = files
             row["weights"] = files.get("weights", {}).get("file", "")
             row["onnx"] = files.get("onnx", {}).get("file", "")
-            text = (f"# rs-search export: trial {number} of study {study.study_name!r}.\n"
-                    f"# Train it again: rs-search train --config trial-{number}.yaml --data DATA\n"
-                    + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True))
+            text = (
+                f"# rs-search export: trial {number} of study {study.study_name!r}.\n"
+                f"# Train it again: rs-search train --config trial-{number}.yaml --data DATA\n"
+                + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
+            )
             (stage / row["file"]).write_text(text)
             rows.append(row)
         _write_index(stage, rows)
@@ -226,8 +264,9 @@ def _document(
     measured = _study_latency(trial, objectives, entry.values, target)
     if measured is not None:
         latency[measured[0]] = measured[1]
-    for name, figures in figures_for(candidate.arch.key(), cached_latency, hardware,
-                                     study=study.study_name).items():
+    for name, figures in figures_for(
+        candidate.arch.key(), cached_latency, hardware, study=study.study_name
+    ).items():
         if name in latency and figures.get("status") == "ok":
             latency[name] = {**figures, **latency[name]}  # the study's own figure, plus detail
         else:
@@ -244,11 +283,22 @@ def _document(
     if trial.user_attrs.get("source_trial") is not None:
         provenance["source_trial"] = trial.user_attrs["source_trial"]
     if settings is not None:
-        provenance.update({"data": settings.data, "budget_epochs": settings.budget_epochs,
-                           "space_fingerprint": settings.space_fingerprint})
-    provenance.update({"finished_at": trial.datetime_complete.isoformat(timespec="seconds")
-                       if trial.datetime_complete else None,
-                       "exported_at": exported_at, "versions": dict(versions)})
+        provenance.update(
+            {
+                "data": settings.data,
+                "budget_epochs": settings.budget_epochs,
+                "space_fingerprint": settings.space_fingerprint,
+            }
+        )
+    provenance.update(
+        {
+            "finished_at": trial.datetime_complete.isoformat(timespec="seconds")
+            if trial.datetime_complete
+            else None,
+            "exported_at": exported_at,
+            "versions": dict(versions),
+        }
+    )
     doc: dict[str, Any] = {
         "arch": candidate.arch.to_dict(),
         "recipe": candidate.recipe.to_dict(),
@@ -287,23 +337,29 @@ def _document(
     return doc, row
 
 
-def _checkpoint(trial: FrozenTrial, study_name: str, artifacts: str | None, *,
-                required: bool) -> tuple[tuple[Path, dict[str, Any]] | None, str | None]:
+def _checkpoint(
+    trial: FrozenTrial, study_name: str, artifacts: str | None, *, required: bool
+) -> tuple[tuple[Path, dict[str, Any]] | None, str | None]:
     """((path, state) of the trial's final checkpoint, note) — with ``required``, a missing one
     is an error."""
     import torch
 
     from rs_search.export.weights import final_checkpoint, trial_checkpoint_dir
 
-    folder = (trial_checkpoint_dir(trial, study_name=study_name, artifacts=artifacts)
-              if artifacts else None)
+    folder = (
+        trial_checkpoint_dir(trial, study_name=study_name, artifacts=artifacts)
+        if artifacts
+        else None
+    )
     curve = trial.user_attrs.get("curve") or []
     epochs = int(curve[-1]["epoch"]) if curve and isinstance(curve[-1], Mapping) else None
     path = final_checkpoint(folder, epochs=epochs) if folder is not None else None
     if path is None:
         where = str(folder) if folder is not None else "(the study names no artifacts root)"
-        message = (f"trial {trial.number}: no final checkpoint in {where}; pass --artifacts with "
-                   "the directory the workers used")
+        message = (
+            f"trial {trial.number}: no final checkpoint in {where}; pass --artifacts with "
+            "the directory the workers used"
+        )
         if required:
             raise RsSearchError(message)
         return None, message + " (ONNX exported with initial weights)"
@@ -311,8 +367,9 @@ def _checkpoint(trial: FrozenTrial, study_name: str, artifacts: str | None, *,
     return (path, state), None
 
 
-def _onnx(stage: Path, number: int, candidate: Candidate,
-          state: tuple[Path, dict[str, Any]] | None) -> dict[str, Any]:
+def _onnx(
+    stage: Path, number: int, candidate: Candidate, state: tuple[Path, dict[str, Any]] | None
+) -> dict[str, Any]:
     from rs_search.export.onnx_export import export_onnx
     from rs_search.export.weights import eval_state_dict
 
@@ -322,12 +379,21 @@ def _onnx(stage: Path, number: int, candidate: Candidate,
     if state is None:
         which = "initial (no checkpoint found)"
     else:
-        which = ("checkpoint, EMA weights" if isinstance(state[1].get("ema"), Mapping)
-                 else "checkpoint, model weights")
-    return {"file": name, "opset": check.opset, "input": "images (N, C, H, W) float32",
-            "output": "logits", "weights": which,
-            "max_abs_diff_vs_pytorch": check.max_abs_diff, "onnx": check.onnx_version,
-            "onnxruntime": check.onnxruntime_version}
+        which = (
+            "checkpoint, EMA weights"
+            if isinstance(state[1].get("ema"), Mapping)
+            else "checkpoint, model weights"
+        )
+    return {
+        "file": name,
+        "opset": check.opset,
+        "input": "images (N, C, H, W) float32",
+        "output": "logits",
+        "weights": which,
+        "max_abs_diff_vs_pytorch": check.max_abs_diff,
+        "onnx": check.onnx_version,
+        "onnxruntime": check.onnxruntime_version,
+    }
 
 
 def _write_index(stage: Path, rows: list[dict[str, Any]]) -> None:

@@ -106,8 +106,7 @@ class Protocol:
 
     def __post_init__(self) -> None:
         if not (
-            1 <= self.min_iters <= self.max_iters
-            and 2 <= self.min_repeats <= self.max_repeats
+            1 <= self.min_iters <= self.max_iters and 2 <= self.min_repeats <= self.max_repeats
         ):
             raise ValueError(f"inconsistent protocol: {self}")
         if self.tolerance <= 0:
@@ -295,8 +294,12 @@ def _inference(
                 busy = sum(not r.quiet(protocol) for r in window)
                 agrees = spread <= protocol.tolerance and drift <= protocol.tolerance
                 middle = statistics.median(t for r in window for t in r.times)
-                key = (busy, 0 if agrees else 1, middle if agrees else max(spread, drift),
-                       len(reps))
+                key = (
+                    busy,
+                    0 if agrees else 1,
+                    middle if agrees else max(spread, drift),
+                    len(reps),
+                )
                 if best is None or key[:3] < best[:3]:
                     best = key
                 if busy == 0 and not agrees and progress is not None:

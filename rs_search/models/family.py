@@ -107,13 +107,23 @@ FAMILY: dict[str, FamilyMember] = {
     m.name: m
     for m in (
         _member(50, 35.69, {160: 4.6}, randaug_magnitude=10),
-        _member(101, 63.62, {160: 8.4, 192: 12.0}, randaug_magnitude=10,
-                overrides={192: {"randaug_magnitude": 15}}),
+        _member(
+            101,
+            63.62,
+            {160: 8.4, 192: 12.0},
+            randaug_magnitude=10,
+            overrides={192: {"randaug_magnitude": 15}},
+        ),
         _member(152, 86.62, {192: 17.5, 224: 23.8, 256: 31.1}),
         _member(200, 93.21, {256: 40.2}, stochastic_depth=0.1),
         _member(270, 129.86, {256: 53.9}, stochastic_depth=0.1),
-        _member(350, 163.96, {256: 68.8, 320: 107.4}, stochastic_depth=0.1,
-                overrides={320: {"dropout": 0.4}}),
+        _member(
+            350,
+            163.96,
+            {256: 68.8, 320: 107.4},
+            stochastic_depth=0.1,
+            overrides={320: {"dropout": 0.4}},
+        ),
         _member(420, 191.89, {320: 127.9}, dropout=0.4, stochastic_depth=0.1),
     )
 }
@@ -123,8 +133,9 @@ def _lookup(name: str) -> FamilyMember:
     try:
         return FAMILY[name]
     except KeyError:
-        raise SpecError(f"model: {name!r} is not a ResNet-RS family member; allowed: "
-                        f"{', '.join(FAMILY)}") from None
+        raise SpecError(
+            f"model: {name!r} is not a ResNet-RS family member; allowed: {', '.join(FAMILY)}"
+        ) from None
 
 
 def family_arch(name: str, resolution: int | None = None, **overrides: Any) -> ArchSpec:
@@ -135,8 +146,10 @@ def family_arch(name: str, resolution: int | None = None, **overrides: Any) -> A
     """
     member = _lookup(name)
     if "layout" in overrides or "depth" in overrides:
-        raise SpecError(f"{name}: the layout is fixed by the name; use build_model(ArchSpec(...)) "
-                        "for another layout")
+        raise SpecError(
+            f"{name}: the layout is fixed by the name; use build_model(ArchSpec(...)) "
+            "for another layout"
+        )
     return ArchSpec(
         layout=member.layout,
         resolution=member.resolution if resolution is None else resolution,
@@ -200,4 +213,3 @@ def resnetrs350(**kwargs: Any) -> ResNetRS:
 def resnetrs420(**kwargs: Any) -> ResNetRS:
     """ResNet-RS-420, [4, 44, 87, 4], 320 px, dropout 0.4, stochastic depth 0.1."""
     return create_family_model("resnetrs420", **kwargs)
-

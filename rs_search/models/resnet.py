@@ -309,9 +309,7 @@ class ResNetRS(nn.Module):
     @property
     def stage_blocks(self) -> tuple[tuple[Bottleneck, ...], ...]:
         """The blocks of each stage, typed (for inspection, hooks and per-stage settings)."""
-        return tuple(
-            tuple(b for b in stage if isinstance(b, Bottleneck)) for stage in self.stages
-        )
+        return tuple(tuple(b for b in stage if isinstance(b, Bottleneck)) for stage in self.stages)
 
     def forward_stem(self, x: Tensor) -> Tensor:
         return self.maxpool(self.act1(self.bn1(self.conv1(x))))

@@ -51,14 +51,17 @@ class CheckpointStore:
         if parsed.scheme == "file":
             return cls(Path(parsed.path))
         if parsed.scheme not in _SCHEMES:
-            raise RsSearchError(f"artifact store {spec!r}: unknown scheme {parsed.scheme!r}; "
-                                "allowed: a directory, file:///PATH, artifacts:///PATH, "
-                                "s3://BUCKET, gs://BUCKET")
+            raise RsSearchError(
+                f"artifact store {spec!r}: unknown scheme {parsed.scheme!r}; "
+                "allowed: a directory, file:///PATH, artifacts:///PATH, "
+                "s3://BUCKET, gs://BUCKET"
+            )
         if parsed.scheme in ("s3", "gs") and not parsed.netloc:
             raise RsSearchError(f"artifact store {spec!r}: the bucket name is missing")
         if parsed.scheme == "artifacts" and not parsed.path.startswith("/"):
-            raise RsSearchError(f"artifact store {spec!r}: use an absolute path, "
-                                "artifacts:///abs/path")
+            raise RsSearchError(
+                f"artifact store {spec!r}: use an absolute path, artifacts:///abs/path"
+            )
         return cls(Path(scratch), remote_spec=spec)
 
     @property
@@ -88,8 +91,9 @@ class CheckpointStore:
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / str(ref["file"])
         try:
-            optuna.artifacts.download_artifact(artifact_store=self.remote,
-                                               file_path=str(target), artifact_id=str(ref["id"]))
+            optuna.artifacts.download_artifact(
+                artifact_store=self.remote, file_path=str(target), artifact_id=str(ref["id"])
+            )
         except optuna.artifacts.exceptions.ArtifactNotFound:
             return False
         return True
@@ -107,8 +111,11 @@ class CheckpointStore:
         if isinstance(previous, dict) and previous.get("file") == paths[0].name:
             return
         artifact_id = optuna.artifacts.upload_artifact(
-            artifact_store=self.remote, file_path=str(paths[0]), study_or_trial=trial,
-            mimetype="application/octet-stream")
+            artifact_store=self.remote,
+            file_path=str(paths[0]),
+            study_or_trial=trial,
+            mimetype="application/octet-stream",
+        )
         trial.set_user_attr(CHECKPOINT_ARTIFACT, {"id": artifact_id, "file": paths[0].name})
         if isinstance(previous, dict) and previous.get("id"):
             try:

@@ -48,9 +48,19 @@ def launch(
     The storage URL travels in ``RS_SEARCH_STORAGE``, never on a command line (``ps`` shows
     command lines, and the URL may hold a password).
     """
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-           f"--nproc_per_node={nproc}", "-m", "rs_search.search.ddp",
-           "--study", study_name, "--device", device]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "rs_search.search.ddp",
+        "--study",
+        study_name,
+        "--device",
+        device,
+    ]
     if artifacts:
         cmd += ["--artifacts", artifacts]
     if timeout_s is not None:
@@ -59,8 +69,11 @@ def launch(
         cmd += ["--loader-workers", str(loader_workers)]
     if max_trials is not None:
         cmd += ["--max-trials", str(max_trials)]
-    env = {**os.environ, "RS_SEARCH_STORAGE": storage_url,
-           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    env = {
+        **os.environ,
+        "RS_SEARCH_STORAGE": storage_url,
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+    }
     proc = subprocess.Popen(cmd, env=env)
     try:
         return proc.wait()
@@ -75,12 +88,33 @@ class BroadcastTrain:
 
     local: LocalTrain
 
-    def __call__(self, candidate: Candidate, *, out_dir: Path, resume: bool, seed: int,
-                 on_epoch: Callable[[Any], bool], should_stop: Callable[[], bool]) -> Any:
-        _send({"candidate": candidate.to_dict(), "out_dir": str(out_dir), "resume": resume,
-               "seed": seed, "data": self.local.data})
-        return self.local(candidate, out_dir=out_dir, resume=resume, seed=seed,
-                          on_epoch=on_epoch, should_stop=should_stop)
+    def __call__(
+        self,
+        candidate: Candidate,
+        *,
+        out_dir: Path,
+        resume: bool,
+        seed: int,
+        on_epoch: Callable[[Any], bool],
+        should_stop: Callable[[], bool],
+    ) -> Any:
+        _send(
+            {
+                "candidate": candidate.to_dict(),
+                "out_dir": str(out_dir),
+                "resume": resume,
+                "seed": seed,
+                "data": self.local.data,
+            }
+        )
+        return self.local(
+            candidate,
+            out_dir=out_dir,
+            resume=resume,
+            seed=seed,
+            on_epoch=on_epoch,
+            should_stop=should_stop,
+        )
 
 
 def _send(message: dict[str, Any] | None) -> None:
@@ -116,9 +150,14 @@ def _follower(device: str, stop: Callable[[], bool], loader_workers: int | None)
             return
         train = LocalTrain(data=job["data"], device=device, num_workers=loader_workers)
         try:
-            train(Candidate.from_dict(job["candidate"]), out_dir=Path(job["out_dir"]),
-                  resume=bool(job["resume"]), seed=int(job["seed"]), on_epoch=None,
-                  should_stop=stop)
+            train(
+                Candidate.from_dict(job["candidate"]),
+                out_dir=Path(job["out_dir"]),
+                resume=bool(job["resume"]),
+                seed=int(job["seed"]),
+                on_epoch=None,
+                should_stop=stop,
+            )
         except (RsSearchError, TrialInterrupted):
             pass  # rank 0 records the outcome; the group has left the trial together
 
@@ -146,17 +185,29 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         try:
             report = run_worker(
-                study_name=args.study, storage=None, device=args.device,
-                artifacts=args.artifacts, timeout_s=args.timeout, stop=stop, world_size=world,
+                study_name=args.study,
+                storage=None,
+                device=args.device,
+                artifacts=args.artifacts,
+                timeout_s=args.timeout,
+                stop=stop,
+                world_size=world,
                 max_trials=args.max_trials,
-                make_launcher=lambda s: BroadcastTrain(local=LocalTrain(
-                    data=s.data, device=args.device, num_workers=args.loader_workers,
-                    progress=True)),
-                echo=lambda s: print(f"[rank 0/{world}] {s}", flush=True))
+                make_launcher=lambda s: BroadcastTrain(
+                    local=LocalTrain(
+                        data=s.data,
+                        device=args.device,
+                        num_workers=args.loader_workers,
+                        progress=True,
+                    )
+                ),
+                echo=lambda s: print(f"[rank 0/{world}] {s}", flush=True),
+            )
         finally:
             _send(None)
-        print(f"[rank 0/{world}] worker done: {report.reason}, {report.trials_run} trials",
-              flush=True)
+        print(
+            f"[rank 0/{world}] worker done: {report.reason}, {report.trials_run} trials", flush=True
+        )
         return 0
     except RsSearchError as exc:
         print(f"error: {exc}", file=sys.stderr, flush=True)

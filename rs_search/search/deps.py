@@ -45,8 +45,14 @@ class CachedLatency:
     from a CPU worker), the worker waits up to ``wait_s`` for a latency worker to store it.
     """
 
-    def __init__(self, storage: Any, target: Mapping[str, Any], *,
-                 wait_s: float | None = None, poll_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        storage: Any,
+        target: Mapping[str, Any],
+        *,
+        wait_s: float | None = None,
+        poll_s: float = 5.0,
+    ) -> None:
         from rs_search.latency.cache import LatencyCache
         from rs_search.latency.profiles import HardwareProfile
 
@@ -74,18 +80,23 @@ class CachedLatency:
                     f"no latency figure for {arch.label} width {arch.width:g} at "
                     f"{arch.resolution}px on {self._profile.name} after {self._wait_s:.0f}s; this "
                     f"machine has no {self._profile.device_type} device: run rs-search "
-                    "latency-worker on the target hardware")
+                    "latency-worker on the target hardware"
+                )
             time.sleep(self._poll_s)
             result = self._cache.get(arch, self._profile, any_device=True)
         if result.status == "oom":
-            raise CandidateOutOfMemory(f"does not fit on {self._profile.name} for inference "
-                                       f"({result.error or 'out of memory'})")
+            raise CandidateOutOfMemory(
+                f"does not fit on {self._profile.name} for inference "
+                f"({result.error or 'out of memory'})"
+            )
         if result.status != "ok" or result.median_ms is None:
             raise LatencyUnavailable(f"latency on {self._profile.name}: {result.error}")
-        return LatencyFigures(median_ms=float(result.median_ms),
-                              p90_ms=float(result.p90_ms or result.median_ms),
-                              memory_mb=float(result.peak_memory_mb or 0.0),
-                              profile=self._profile.name)
+        return LatencyFigures(
+            median_ms=float(result.median_ms),
+            p90_ms=float(result.p90_ms or result.median_ms),
+            memory_mb=float(result.peak_memory_mb or 0.0),
+            profile=self._profile.name,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -97,10 +108,27 @@ class LocalTrain:
     progress: bool = False
     num_workers: int | None = None
 
-    def __call__(self, candidate: Candidate, *, out_dir: Path, resume: bool, seed: int,
-                 on_epoch: Callable[[Any], bool] | None, should_stop: Callable[[], bool]) -> Any:
+    def __call__(
+        self,
+        candidate: Candidate,
+        *,
+        out_dir: Path,
+        resume: bool,
+        seed: int,
+        on_epoch: Callable[[Any], bool] | None,
+        should_stop: Callable[[], bool],
+    ) -> Any:
         from rs_search.train.engine import train
 
-        return train(candidate, data=self.data, device=self.device, out_dir=out_dir,
-                     resume=resume, on_epoch=on_epoch, should_stop=should_stop,
-                     progress=self.progress, seed=seed, num_workers=self.num_workers)
+        return train(
+            candidate,
+            data=self.data,
+            device=self.device,
+            out_dir=out_dir,
+            resume=resume,
+            on_epoch=on_epoch,
+            should_stop=should_stop,
+            progress=self.progress,
+            seed=seed,
+            num_workers=self.num_workers,
+        )

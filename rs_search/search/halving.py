@@ -94,13 +94,20 @@ class Decision:
         verdict = "continues" if self.keep else "pruned"
         if self.exempt:
             verdict += f" ({self.exempt})"
-        return (f"epoch {self.epoch}: place {self.position + 1} of {self.field_size} "
-                f"({_front_words(self.rank)}), top {self.kept} continue: {verdict}")
+        return (
+            f"epoch {self.epoch}: place {self.position + 1} of {self.field_size} "
+            f"({_front_words(self.rank)}), top {self.kept} continue: {verdict}"
+        )
 
     def to_dict(self) -> dict[str, int | bool | str]:
         out: dict[str, int | bool | str] = {
-            "epoch": self.epoch, "keep": self.keep, "position": self.position,
-            "kept": self.kept, "field_size": self.field_size, "rank": self.rank}
+            "epoch": self.epoch,
+            "keep": self.keep,
+            "position": self.position,
+            "kept": self.kept,
+            "field_size": self.field_size,
+            "rank": self.rank,
+        }
         if self.exempt:
             out["exempt"] = self.exempt
         return out
@@ -150,12 +157,19 @@ def decide(
     ranks = non_dominated_rank(points, directions)
     kept = max(1, len(points) // eta)
     position = order.index(me)
-    return Decision(epoch=epoch, keep=position < kept, position=position, kept=kept,
-                    field_size=len(points), rank=int(ranks[me]))
+    return Decision(
+        epoch=epoch,
+        keep=position < kept,
+        position=position,
+        kept=kept,
+        field_size=len(points),
+        rank=int(ranks[me]),
+    )
 
 
-def objective_point(top1: float, trial_attrs: dict[str, object], objectives: Sequence[str]
-                    ) -> list[float] | None:
+def objective_point(
+    top1: float, trial_attrs: dict[str, object], objectives: Sequence[str]
+) -> list[float] | None:
     """(top-1, latency[, memory]) in the study's objective order, or None if a figure is missing."""
     out: list[float] = []
     for name in objectives:
@@ -170,8 +184,9 @@ def objective_point(top1: float, trial_attrs: dict[str, object], objectives: Seq
     return out
 
 
-def rung_points(trials: Sequence[FrozenTrial], epoch: int, objectives: Sequence[str]
-                ) -> dict[int, list[float]]:
+def rung_points(
+    trials: Sequence[FrozenTrial], epoch: int, objectives: Sequence[str]
+) -> dict[int, list[float]]:
     """Origin trial number -> point at the rung, for every trial (any state) that reached it.
 
     A retry and its original share one origin and the same inherited rung value; one entry each.

@@ -39,8 +39,10 @@ def parse_duration(text: str) -> float:
     """``"90s"``, ``"30m"``, ``"2h"``, ``"1h30m"`` -> seconds; a bare number is an error."""
     match = _DURATION.match(text or "")
     if not text or not text.strip() or match is None or not any(match.groups()):
-        raise RsSearchError(f"timeout {text!r}: expected a duration with units h, m, s "
-                            "(for example 90s, 30m, 2h, 1h30m)")
+        raise RsSearchError(
+            f"timeout {text!r}: expected a duration with units h, m, s "
+            "(for example 90s, 30m, 2h, 1h30m)"
+        )
     hours, minutes, seconds = (int(g or 0) for g in match.groups())
     total = hours * 3600 + minutes * 60 + seconds
     if total <= 0:
@@ -97,8 +99,9 @@ def plan_start(
     if min_rung is not None and not 1 <= min_rung < epochs:
         raise RsSearchError(f"--min-rung {min_rung}: must be between 1 and {epochs - 1} epochs")
     if heartbeat < 1 or grace <= heartbeat:
-        raise RsSearchError(f"--heartbeat {heartbeat} / --grace {grace}: "
-                            "need 1 <= heartbeat < grace")
+        raise RsSearchError(
+            f"--heartbeat {heartbeat} / --grace {grace}: need 1 <= heartbeat < grace"
+        )
     CheckpointStore.from_spec(artifacts)
     space = load_space(space_file)
     train_images = check_data(data, space)
@@ -109,14 +112,29 @@ def plan_start(
     name = study_name or _default_name(space, space_file, epochs)
     artifacts_abs = artifacts if "://" in artifacts else str(Path(artifacts).resolve())
     settings = settings_from_space(
-        space, budget_epochs=epochs, data=data, eta=eta, min_rung=min_rung, n_trials=trials,
-        sampler=sampler, seed=seed, heartbeat_interval=heartbeat, grace_period=grace,
+        space,
+        budget_epochs=epochs,
+        data=data,
+        eta=eta,
+        min_rung=min_rung,
+        n_trials=trials,
+        sampler=sampler,
+        seed=seed,
+        heartbeat_interval=heartbeat,
+        grace_period=grace,
         artifacts=artifacts_abs,
     )
     return StartPlan(
-        study_name=name, storage_url=url.render_as_string(hide_password=False),
-        storage_shown=mask_url(url), space=space, settings=settings, workers=len(devices),
-        devices=devices, timeout_s=timeout_s, train_images=train_images, flops_range=flops,
+        study_name=name,
+        storage_url=url.render_as_string(hide_password=False),
+        storage_shown=mask_url(url),
+        space=space,
+        settings=settings,
+        workers=len(devices),
+        devices=devices,
+        timeout_s=timeout_s,
+        train_images=train_images,
+        flops_range=flops,
         loader_workers=loader_workers,
     )
 
@@ -197,16 +215,30 @@ class LocalWorkers:
         procs, logs = [], []
         for k, device in enumerate(plan.devices):
             log = log_dir / f"worker-{k}.log"
-            cmd = [sys.executable, "-m", "rs_search.cli.main", "worker", "--study",
-                   plan.study_name, "--device", device]
+            cmd = [
+                sys.executable,
+                "-m",
+                "rs_search.cli.main",
+                "worker",
+                "--study",
+                plan.study_name,
+                "--device",
+                device,
+            ]
             if plan.timeout_s is not None:
                 cmd += ["--timeout", f"{int(plan.timeout_s)}s"]
             if plan.loader_workers is not None:
                 cmd += ["--loader-workers", str(plan.loader_workers)]
             handle = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped
-            procs.append(subprocess.Popen(cmd, env={**env, ENV_WORKER_INDEX: str(k)},
-                                          stdout=handle, stderr=subprocess.STDOUT,
-                                          start_new_session=True))
+            procs.append(
+                subprocess.Popen(
+                    cmd,
+                    env={**env, ENV_WORKER_INDEX: str(k)},
+                    stdout=handle,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
             handle.close()
             logs.append(log)
         return cls(procs=procs, logs=logs)
@@ -270,10 +302,8 @@ def storage_flag(plan: StartPlan) -> str:
 def next_commands(plan: StartPlan) -> list[str]:
     s = storage_flag(plan)
     return [
-        f"rs-search export --study {plan.study_name} --storage {s} "
-        f"--out exports/{plan.study_name}",
+        f"rs-search export --study {plan.study_name} --storage {s} --out exports/{plan.study_name}",
         f"rs-search report --study {plan.study_name} --storage {s} "
         f"--out reports/{plan.study_name}.html",
         f"rs-search dashboard --storage {s}    (or: optuna-dashboard {s})",
     ]
-

@@ -55,15 +55,27 @@ _log = logging.getLogger("rs_search.search")
 
 # Failures that end one trial, not the worker (study.optimize(catch=...)); SpecError: a queued
 # whole candidate (attrs.FIXED_CANDIDATE) that is not a valid one for this study's budget.
-TRIAL_FAILURES: tuple[type[Exception], ...] = (TrainingDiverged, CandidateOutOfMemory, DataError,
-                                               SpecError)
+TRIAL_FAILURES: tuple[type[Exception], ...] = (
+    TrainingDiverged,
+    CandidateOutOfMemory,
+    DataError,
+    SpecError,
+)
 
 
 class TrainLauncher(Protocol):
     """Runs the engine for one trial (``ddp.py`` broadcasts the job to the other ranks first)."""
 
-    def __call__(self, candidate: Candidate, *, out_dir: Path, resume: bool, seed: int,
-                 on_epoch: Callable[[Any], bool], should_stop: Callable[[], bool]) -> Any: ...
+    def __call__(
+        self,
+        candidate: Candidate,
+        *,
+        out_dir: Path,
+        resume: bool,
+        seed: int,
+        on_epoch: Callable[[Any], bool],
+        should_stop: Callable[[], bool],
+    ) -> Any: ...
 
 
 def frozen(trial: optuna.Trial) -> FrozenTrial:
@@ -119,11 +131,13 @@ class Objective:
             trial.set_user_attr(attrs.FAIL_REASON, f"{type(exc).__name__}: {exc}")
             raise
         took = time.monotonic() - started
-        text = ", ".join(f"{n} {_fmt(v)}"
-                         for n, v in zip(self.settings.objectives, values, strict=True))
+        text = ", ".join(
+            f"{n} {_fmt(v)}" for n, v in zip(self.settings.objectives, values, strict=True)
+        )
         rejected = trial.user_attrs.get(attrs.REJECTED)
-        self._outcome(trial.number,
-                      f"rejected ({rejected})" if rejected else f"{text} ({took:.0f}s)")
+        self._outcome(
+            trial.number, f"rejected ({rejected})" if rejected else f"{text} ({took:.0f}s)"
+        )
         return values
 
     # -- steps -----------------------------------------------------------------------------------
@@ -136,8 +150,9 @@ class Objective:
             return self.space.sample(trial, epochs=self.settings.budget_epochs)
         where = f"trial {trial.number} {attrs.FIXED_CANDIDATE}"
         candidate = Candidate.from_dict(fixed, where=where)
-        return replace(candidate, recipe=replace(candidate.recipe,
-                                                 epochs=self.settings.budget_epochs))
+        return replace(
+            candidate, recipe=replace(candidate.recipe, epochs=self.settings.budget_epochs)
+        )
 
     def _run(self, trial: optuna.Trial, stored: FrozenTrial, origin: int) -> tuple[float, ...]:
         candidate = self._candidate(trial)
@@ -166,32 +181,51 @@ class Objective:
 
         return self._train(trial, stored, origin, candidate, figures)
 
-    def _constrain(self, trial: optuna.Trial, figures: LatencyFigures, params_m: float,
-                   already: dict[str, float]) -> list[str]:
+    def _constrain(
+        self,
+        trial: optuna.Trial,
+        figures: LatencyFigures,
+        params_m: float,
+        already: dict[str, float],
+    ) -> list[str]:
         """Set every limit of the study as a constraint (a retry inherits them); return the
         broken ones in words."""
-        measured = {"max_latency_ms": (figures.median_ms, "latency", "ms"),
-                    "max_memory_mb": (figures.memory_mb, "memory", "MB"),
-                    "max_params_m": (params_m, "params", "M")}
+        measured = {
+            "max_latency_ms": (figures.median_ms, "latency", "ms"),
+            "max_memory_mb": (figures.memory_mb, "memory", "MB"),
+            "max_params_m": (params_m, "params", "M"),
+        }
         broken = []
         for name, limit in sorted(self.settings.constraints.items()):
             value, word, unit = measured[name]
             if name not in already:
                 trial.set_constraint(name, float(value) - float(limit))
             if value > limit:
-                broken.append(f"{word} {value:.4g} {unit} > {name} {limit:g} {unit} on "
-                              f"{figures.profile}")
+                broken.append(
+                    f"{word} {value:.4g} {unit} > {name} {limit:g} {unit} on {figures.profile}"
+                )
         return broken
 
     def _values(self, top1: float, figures: LatencyFigures) -> tuple[float, ...]:
         out = []
         for name in self.settings.objectives:
-            out.append(top1 if name == "accuracy"
-                       else figures.median_ms if name == "latency" else figures.memory_mb)
+            out.append(
+                top1
+                if name == "accuracy"
+                else figures.median_ms
+                if name == "latency"
+                else figures.memory_mb
+            )
         return tuple(float(v) for v in out)
 
-    def _train(self, trial: optuna.Trial, stored: FrozenTrial, origin: int, candidate: Candidate,
-               figures: LatencyFigures) -> tuple[float, ...]:
+    def _train(
+        self,
+        trial: optuna.Trial,
+        stored: FrozenTrial,
+        origin: int,
+        candidate: Candidate,
+        figures: LatencyFigures,
+    ) -> tuple[float, ...]:
         inherited = attrs.curve(stored)  # a retry starts with its original's curve
         out_dir = self.checkpoints.trial_dir(self.study_name, origin)
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -222,8 +256,14 @@ class Objective:
         # resume=True: continue from the newest good checkpoint in the origin's directory (a
         # retry's), a fresh start when there is none.
         try:
-            result = self.launcher(candidate, out_dir=out_dir, resume=True, seed=origin,
-                                   on_epoch=on_epoch, should_stop=self.should_stop)
+            result = self.launcher(
+                candidate,
+                out_dir=out_dir,
+                resume=True,
+                seed=origin,
+                on_epoch=on_epoch,
+                should_stop=self.should_stop,
+            )
         except TrialInterrupted:
             self.checkpoints.push(trial, out_dir)  # the mid-epoch checkpoint, for the retry
             raise
@@ -241,28 +281,38 @@ class Objective:
         if done < self.settings.budget_epochs:
             # The engine stopped early without a rung decision (it should not); do not report a
             # short run as a full-budget result.
-            raise RuntimeError(f"trial {trial.number} stopped at epoch {done} of "
-                               f"{self.settings.budget_epochs} (engine result {result!r})")
+            raise RuntimeError(
+                f"trial {trial.number} stopped at epoch {done} of "
+                f"{self.settings.budget_epochs} (engine result {result!r})"
+            )
         top1 = float(final["val_top1"])
         if math.isnan(top1):
             raise TrainingDiverged(f"validation top-1 is NaN at epoch {done}")
         return self._values(top1, figures)
 
-    def _decide(self, trial: optuna.Trial, origin: int, epoch: int, top1: float,
-                figures: LatencyFigures) -> halving.Decision:
+    def _decide(
+        self, trial: optuna.Trial, origin: int, epoch: int, top1: float, figures: LatencyFigures
+    ) -> halving.Decision:
         assert self.settings.eta is not None
         trial.set_user_attr(attrs.rung_attr(epoch), top1)
-        me = halving.objective_point(top1, {attrs.LATENCY_MS: figures.median_ms,
-                                            attrs.MEMORY_MB: figures.memory_mb},
-                                     self.settings.objectives)
+        me = halving.objective_point(
+            top1,
+            {attrs.LATENCY_MS: figures.median_ms, attrs.MEMORY_MB: figures.memory_mb},
+            self.settings.objectives,
+        )
         assert me is not None
-        field_ = halving.rung_points(trial.study.get_trials(deepcopy=False), epoch,
-                                     self.settings.objectives)
+        field_ = halving.rung_points(
+            trial.study.get_trials(deepcopy=False), epoch, self.settings.objectives
+        )
         field_[origin] = me
         origins = sorted(field_)
-        decision = halving.decide([field_[o] for o in origins], origins.index(origin),
-                                  directions=self.settings.directions, eta=self.settings.eta,
-                                  epoch=epoch)
+        decision = halving.decide(
+            [field_[o] for o in origins],
+            origins.index(origin),
+            directions=self.settings.directions,
+            eta=self.settings.eta,
+            epoch=epoch,
+        )
         if (why := halving.exemption(trial.user_attrs)) is not None:
             decision = halving.exempt(decision, why)
         _log.info("trial %d: %s", trial.number, decision.reason())
@@ -283,4 +333,3 @@ class _Progress:
 
 def _fmt(value: float) -> str:
     return f"{value:.2f}" if abs(value) >= 1 else f"{value:.3g}"
-

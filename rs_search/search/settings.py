@@ -97,8 +97,9 @@ class StudySettings:
         try:
             interval, grace = (int(p) for p in raw.split(","))
         except ValueError:
-            raise RsSearchError(f"{ENV_HEARTBEAT}={raw!r}: expected INTERVAL,GRACE in whole "
-                                "seconds, e.g. 30,120") from None
+            raise RsSearchError(
+                f"{ENV_HEARTBEAT}={raw!r}: expected INTERVAL,GRACE in whole seconds, e.g. 30,120"
+            ) from None
         if interval < 1 or grace <= interval:
             raise RsSearchError(f"{ENV_HEARTBEAT}={raw!r}: need 1 <= INTERVAL < GRACE")
         return interval, grace
@@ -138,13 +139,16 @@ class StudySettings:
     def from_study_attrs(cls, attrs: Mapping[str, Any], *, study_name: str) -> StudySettings:
         raw = attrs.get(SETTINGS_ATTR)
         if not isinstance(raw, Mapping):
-            raise SettingsError(f"study {study_name!r} has no rs-search settings; create it with "
-                                "`rs-search start` (a plain Optuna study cannot be joined)")
+            raise SettingsError(
+                f"study {study_name!r} has no rs-search settings; create it with "
+                "`rs-search start` (a plain Optuna study cannot be joined)"
+            )
         try:
             return cls.from_dict(raw)
         except (TypeError, ValueError) as exc:
-            raise SettingsError(f"study {study_name!r}: unreadable rs-search settings "
-                                f"({exc})") from None
+            raise SettingsError(
+                f"study {study_name!r}: unreadable rs-search settings ({exc})"
+            ) from None
 
 
 def _max_warmup(space: SearchSpace) -> float:
@@ -175,8 +179,9 @@ def settings_from_space(
 ) -> StudySettings:
     """Settings for a new study over ``space``; ``min_rung=None`` picks halving's default."""
     if eta is not None and min_rung is None:
-        min_rung = halving.default_min_rung(budget_epochs, eta=eta,
-                                            warmup_epochs=_max_warmup(space))
+        min_rung = halving.default_min_rung(
+            budget_epochs, eta=eta, warmup_epochs=_max_warmup(space)
+        )
     return StudySettings(
         space=space.to_dict(),
         space_fingerprint=space.fingerprint(),

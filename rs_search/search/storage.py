@@ -76,11 +76,17 @@ def _retrying(name: str, method: F) -> F:
                 if not is_transient(exc) or time.monotonic() + delay > deadline:
                     raise
                 attempt += 1
-                _log.warning("storage %s failed (%s); retry %d in %.1fs", name,
-                             type(exc).__name__, attempt, delay)
+                _log.warning(
+                    "storage %s failed (%s); retry %d in %.1fs",
+                    name,
+                    type(exc).__name__,
+                    attempt,
+                    delay,
+                )
                 self.engine.dispose()  # drop pooled connections to the old server
                 time.sleep(delay)
                 delay = min(delay * 2, 16.0)
+
     return wrapper  # type: ignore[return-value]
 
 
@@ -97,13 +103,31 @@ class RetryingRDBStorage(RDBStorage):
 
 
 _RETRIED = (
-    "create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
-    "get_study_id_from_name", "get_study_name_from_id", "get_study_directions",
-    "get_study_user_attrs", "get_study_system_attrs", "get_all_studies", "create_new_trial",
-    "set_trial_param", "get_trial_id_from_study_id_trial_number", "set_trial_state_values",
-    "set_trial_intermediate_value", "set_trial_user_attr", "set_trial_system_attr", "get_trial",
-    "get_all_trials", "get_n_trials", "record_heartbeat", "_get_stale_trial_ids",
-    "get_best_trial", "get_trial_param", "get_trial_number_from_id",
+    "create_new_study",
+    "delete_study",
+    "set_study_user_attr",
+    "set_study_system_attr",
+    "get_study_id_from_name",
+    "get_study_name_from_id",
+    "get_study_directions",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_all_studies",
+    "create_new_trial",
+    "set_trial_param",
+    "get_trial_id_from_study_id_trial_number",
+    "set_trial_state_values",
+    "set_trial_intermediate_value",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "get_trial",
+    "get_all_trials",
+    "get_n_trials",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+    "get_best_trial",
+    "get_trial_param",
+    "get_trial_number_from_id",
 )
 for _name in _RETRIED:
     if hasattr(RDBStorage, _name):
@@ -122,8 +146,11 @@ def open_storage(
     asks for a trial. Raises ``StorageError`` (password masked) when the database is unreachable."""
     url = storage if isinstance(storage, URL) else resolve_storage_url(storage)
     make_engine(url).dispose()  # one clear line when the server is down
-    callback = (RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-                if heartbeat_interval is not None else None)
+    callback = (
+        RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        if heartbeat_interval is not None
+        else None
+    )
     try:
         rdb = RetryingRDBStorage(
             url.render_as_string(hide_password=False),
@@ -134,8 +161,9 @@ def open_storage(
         )
     except (SQLAlchemyError, StorageInternalError, RuntimeError) as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise StorageError(f"cannot open study storage {mask_url(url)}: "
-                           f"{_scrub(reason, url)}") from None
+        raise StorageError(
+            f"cannot open study storage {mask_url(url)}: {_scrub(reason, url)}"
+        ) from None
     retry_env = os.environ.get(ENV_RETRY_SECONDS)
     if retry_env:
         rdb.retry_seconds = float(retry_env)
@@ -170,16 +198,19 @@ def study_names(storage: str | URL | None) -> list[str]:
             return [str(r[0]) for r in rows]
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).splitlines()[0]
-        raise StorageError(f"cannot read studies from {mask_url(url)}: "
-                           f"{_scrub(reason, url)}") from None
+        raise StorageError(
+            f"cannot read studies from {mask_url(url)}: {_scrub(reason, url)}"
+        ) from None
     finally:
         engine.dispose()
 
 
 def unknown_study_message(name: str, names: list[str], url: URL) -> str:
     if not names:
-        return (f"study {name!r} not found in {mask_url(url)}: it has no studies; "
-                "create one with rs-search start")
+        return (
+            f"study {name!r} not found in {mask_url(url)}: it has no studies; "
+            "create one with rs-search start"
+        )
     shown = ", ".join(names[:20]) + (f" (and {len(names) - 20} more)" if len(names) > 20 else "")
     return f"study {name!r} not found in {mask_url(url)}; studies there: {shown}"
 
@@ -193,6 +224,7 @@ def count_states(study: optuna.Study) -> dict[str, int]:
     for t in trials:
         counts[t.state.name.lower()] += 1
     counts["finished"] = sum(1 for t in trials if attrs.is_finished(t))
-    counts["rejected"] = sum(1 for t in trials if attrs.REJECTED in t.user_attrs
-                             and t.state == TrialState.COMPLETE)
+    counts["rejected"] = sum(
+        1 for t in trials if attrs.REJECTED in t.user_attrs and t.state == TrialState.COMPLETE
+    )
     return counts

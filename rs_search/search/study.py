@@ -50,8 +50,9 @@ class QueuedStudy(optuna.Study):
         return optuna.Trial(self, trial_id)
 
 
-def make_sampler(settings: StudySettings, *,
-                 seed: int | None = None) -> optuna.samplers.BaseSampler:
+def make_sampler(
+    settings: StudySettings, *, seed: int | None = None
+) -> optuna.samplers.BaseSampler:
     """The study's sampler. Constraints need no ``constraints_func`` in Optuna 5: TPE, NSGA-II
     and GP read the values set with ``trial.set_constraint``."""
     name = settings.sampler
@@ -94,8 +95,9 @@ def join_study(
     cls = QueuedStudy if (queued and settings.n_trials is not None) else optuna.Study
     if sampler_seed is None:
         sampler_seed = worker_seed(settings)
-    study = cls(study_name=study_name, storage=rdb,
-                sampler=make_sampler(settings, seed=sampler_seed))
+    study = cls(
+        study_name=study_name, storage=rdb, sampler=make_sampler(settings, seed=sampler_seed)
+    )
     return study, settings
 
 
@@ -156,26 +158,34 @@ def create_or_resume(
     if study_name in names:
         study = optuna.load_study(study_name=study_name, storage=rdb)
         if SETTINGS_ATTR not in study.user_attrs:
-            raise RsSearchError(f"study {study_name!r} exists but was not created by rs-search; "
-                                "choose another --study name")
+            raise RsSearchError(
+                f"study {study_name!r} exists but was not created by rs-search; "
+                "choose another --study name"
+            )
         old = load_settings(study)
         diff = differences(old, settings)
         if diff:
-            raise RsSearchError(f"study {study_name!r} exists with different settings: "
-                                + "; ".join(diff[:6])
-                                + ("; ..." if len(diff) > 6 else "")
-                                + " (use another --study name)")
+            raise RsSearchError(
+                f"study {study_name!r} exists with different settings: "
+                + "; ".join(diff[:6])
+                + ("; ..." if len(diff) > 6 else "")
+                + " (use another --study name)"
+            )
         if settings.n_trials != old.n_trials:
             merged = replace(old, n_trials=settings.n_trials)
             study.set_user_attr(SETTINGS_ATTR, merged.to_dict())
         return study, False
     try:
-        study = optuna.create_study(study_name=study_name, storage=rdb,
-                                    directions=[StudyDirection[d.upper()]
-                                                for d in settings.directions])
+        study = optuna.create_study(
+            study_name=study_name,
+            storage=rdb,
+            directions=[StudyDirection[d.upper()] for d in settings.directions],
+        )
     except optuna.exceptions.DuplicatedStudyError:
-        raise RsSearchError(f"study {study_name!r} was just created by someone else; "
-                            "run the command again to resume it") from None
+        raise RsSearchError(
+            f"study {study_name!r} was just created by someone else; "
+            "run the command again to resume it"
+        ) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
@@ -192,8 +202,9 @@ def _metric_name(objective: str) -> str:
     return {"accuracy": "val_top1", "latency": "latency_ms", "memory": "memory_mb"}[objective]
 
 
-def enqueue_work(study: optuna.Study, settings: StudySettings,
-                 space: SearchSpace) -> tuple[int, int]:
+def enqueue_work(
+    study: optuna.Study, settings: StudySettings, space: SearchSpace
+) -> tuple[int, int]:
     """Enqueue the seeds not yet present, then budget slots up to ``settings.n_trials``.
 
     Returns (seeds enqueued, slots enqueued). Call from one place (``start``), not from every
@@ -210,8 +221,9 @@ def enqueue_work(study: optuna.Study, settings: StudySettings,
             break
         if seed.name in present:
             continue
-        study.enqueue_trial(space.seed_params(seed), user_attrs={attrs.SEED_NAME: seed.name},
-                            skip_if_exists=True)
+        study.enqueue_trial(
+            space.seed_params(seed), user_attrs={attrs.SEED_NAME: seed.name}, skip_if_exists=True
+        )
         seeds += 1
     slots = 0
     if settings.n_trials is not None:

@@ -21,10 +21,14 @@ from rs_search.selection.pareto import pareto_front
 
 def trained_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     """Complete trials that were trained and meet every hard limit."""
-    return [t for t in trials
-            if t.state == TrialState.COMPLETE and t.values is not None
-            and attrs.REJECTED not in t.user_attrs
-            and all(v <= 0 for v in t.constraints.values())]
+    return [
+        t
+        for t in trials
+        if t.state == TrialState.COMPLETE
+        and t.values is not None
+        and attrs.REJECTED not in t.user_attrs
+        and all(v <= 0 for v in t.constraints.values())
+    ]
 
 
 def front(trials: Sequence[FrozenTrial], settings: StudySettings) -> list[FrozenTrial]:
@@ -47,19 +51,35 @@ def describe(trial: FrozenTrial) -> str:
 def front_rows(trials: Sequence[FrozenTrial], settings: StudySettings) -> list[list[str]]:
     rows = []
     for t in front(trials, settings):
-        values = [f"{v:.2f}" if name == "accuracy" else f"{v:.3f}"
-                  for name, v in zip(settings.objectives, t.values, strict=True)]
+        values = [
+            f"{v:.2f}" if name == "accuracy" else f"{v:.3f}"
+            for name, v in zip(settings.objectives, t.values, strict=True)
+        ]
         epochs = len(attrs.curve(t))
         params = f"{t.user_attrs.get(attrs.PARAMS_M, 0):.3f}"
-        rows.append([str(t.number), describe(t), *values, params, str(epochs),
-                     t.user_attrs.get(attrs.SEED_NAME, "")])
+        rows.append(
+            [
+                str(t.number),
+                describe(t),
+                *values,
+                params,
+                str(epochs),
+                t.user_attrs.get(attrs.SEED_NAME, ""),
+            ]
+        )
     return rows
 
 
 def front_columns(settings: StudySettings) -> list[str]:
     names = {"accuracy": "top-1 %", "latency": "latency ms", "memory": "memory MB"}
-    return ["trial", "architecture", *[names[o] for o in settings.objectives], "params M",
-            "epochs", "seed"]
+    return [
+        "trial",
+        "architecture",
+        *[names[o] for o in settings.objectives],
+        "params M",
+        "epochs",
+        "seed",
+    ]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,9 +97,11 @@ class Progress:
     def line(self) -> str:
         total = "" if self.total is None else f"/{self.total}"
         done = self.complete + self.pruned + self.failed
-        return (f"{done}{total} done: {self.complete} complete ({self.rejected} rejected), "
-                f"{self.pruned} pruned, {self.failed} failed; {self.running} running, "
-                f"{self.waiting} waiting; {self.epochs} epochs trained")
+        return (
+            f"{done}{total} done: {self.complete} complete ({self.rejected} rejected), "
+            f"{self.pruned} pruned, {self.failed} failed; {self.running} running, "
+            f"{self.waiting} waiting; {self.epochs} epochs trained"
+        )
 
 
 def progress(study: optuna.Study, settings: StudySettings) -> Progress:
@@ -98,10 +120,12 @@ def progress(study: optuna.Study, settings: StudySettings) -> Progress:
         failed=sum(1 for t in trials if t.state == TrialState.FAIL and attrs.is_finished(t)),
         running=by_state[TrialState.RUNNING],
         waiting=by_state[TrialState.WAITING],
-        waiting_seeds=sum(1 for t in trials if t.state == TrialState.WAITING
-                          and attrs.SEED_NAME in t.user_attrs),
-        rejected=sum(1 for t in trials if t.state == TrialState.COMPLETE
-                     and attrs.REJECTED in t.user_attrs),
+        waiting_seeds=sum(
+            1 for t in trials if t.state == TrialState.WAITING and attrs.SEED_NAME in t.user_attrs
+        ),
+        rejected=sum(
+            1 for t in trials if t.state == TrialState.COMPLETE and attrs.REJECTED in t.user_attrs
+        ),
         epochs=sum(epochs.values()),
     )
 
@@ -118,13 +142,16 @@ class Estimate:
     flops_range: tuple[int, int] | None  # forward FLOPs per image, smallest..largest architecture
 
     def lines(self) -> list[str]:
-        out = [f"{self.trials} trials x {self.budget} epochs = {self.full_epochs} trial-epochs "
-               "at most"]
+        out = [
+            f"{self.trials} trials x {self.budget} epochs = {self.full_epochs} trial-epochs at most"
+        ]
         if self.eta is not None and self.rungs:
             share = self.expected_epochs / max(1, self.full_epochs)
-            out.append(f"successive halving (eta {self.eta}, rungs at epochs "
-                       f"{', '.join(map(str, self.rungs))}): about {self.expected_epochs:.0f} "
-                       f"trial-epochs ({share:.0%} of that)")
+            out.append(
+                f"successive halving (eta {self.eta}, rungs at epochs "
+                f"{', '.join(map(str, self.rungs))}): about {self.expected_epochs:.0f} "
+                f"trial-epochs ({share:.0%} of that)"
+            )
         else:
             out.append("successive halving off: every trial trains the full budget")
         if self.train_images is not None:
@@ -144,8 +171,14 @@ def _flop_text(flops: float) -> str:
     return f"{flops:.3g} FLOP"
 
 
-def estimate(settings: StudySettings, *, trials: int, train_images: int | None,
-             flops_range: tuple[int, int] | None, seeds: int = 0) -> Estimate:
+def estimate(
+    settings: StudySettings,
+    *,
+    trials: int,
+    train_images: int | None,
+    flops_range: tuple[int, int] | None,
+    seeds: int = 0,
+) -> Estimate:
     """``seeds``: how many of ``trials`` are seeds, which halving never prunes."""
     rungs = settings.rungs
     seeds = min(seeds, trials) if settings.eta is not None else 0
@@ -169,7 +202,13 @@ def as_json(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
     return {
         "study": study.study_name,
         "progress": p.__dict__,
-        "front": [{"number": t.number, "values": list(t.values),
-                   "arch": t.user_attrs.get(attrs.ARCH), "epochs": len(attrs.curve(t))}
-                  for t in front(trials, settings)],
+        "front": [
+            {
+                "number": t.number,
+                "values": list(t.values),
+                "arch": t.user_attrs.get(attrs.ARCH),
+                "epochs": len(attrs.curve(t)),
+            }
+            for t in front(trials, settings)
+        ],
     }

@@ -106,9 +106,13 @@ def run_worker(
         stop.install()
     study, settings = join_study(study_name, storage, sampler_seed=sampler_seed)
     store = CheckpointStore.from_spec(artifacts or settings.artifacts)
-    launcher = (make_launcher(settings) if make_launcher is not None
-                else LocalTrain(data=settings.data, device=device, num_workers=loader_workers,
-                                progress=True))
+    launcher = (
+        make_launcher(settings)
+        if make_launcher is not None
+        else LocalTrain(
+            data=settings.data, device=device, num_workers=loader_workers, progress=True
+        )
+    )
     objective = Objective(
         study_name=study_name,
         settings=settings,
@@ -124,15 +128,25 @@ def run_worker(
     me = f"{socket.gethostname()}:{os.getpid()}"
     budget = "open-ended" if settings.n_trials is None else f"{settings.n_trials} trials"
     rungs = ",".join(map(str, settings.rungs)) or "none"
-    echo(f"worker {me} joined study {study_name!r}: {budget}, {settings.budget_epochs} epochs "
-         f"per trial, halving rungs at epochs {rungs}")
+    echo(
+        f"worker {me} joined study {study_name!r}: {budget}, {settings.budget_epochs} epochs "
+        f"per trial, halving rungs at epochs {rungs}"
+    )
     callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
     if auto_scale or os.environ.get(ENV_AUTO_SCALE) == "1":  # issue 6: the rules feed the queue
         from rs_search.selection.autoscale import AutoScale
 
         callbacks.append(AutoScale(settings=settings, echo=echo))
-    return _loop(study, settings, objective, stop=stop, timeout_s=timeout_s,
-                 max_trials=max_trials, echo=echo, callbacks=callbacks)
+    return _loop(
+        study,
+        settings,
+        objective,
+        stop=stop,
+        timeout_s=timeout_s,
+        max_trials=max_trials,
+        echo=echo,
+        callbacks=callbacks,
+    )
 
 
 def _loop(
@@ -166,13 +180,15 @@ def _loop(
                 return WorkerReport(trials_run=ran, interrupted=False, reason="budget spent")
             if counts["waiting"] == 0:
                 if counts["running"] == 0:
-                    return WorkerReport(trials_run=ran, interrupted=False,
-                                        reason="nothing left to run")
+                    return WorkerReport(
+                        trials_run=ran, interrupted=False, reason="nothing left to run"
+                    )
                 stop.wait(poll)  # a running trial may still go stale and come back
                 continue
         try:
-            study.optimize(objective, n_trials=1, catch=catch, gc_after_trial=True,
-                           callbacks=callbacks)
+            study.optimize(
+                objective, n_trials=1, catch=catch, gc_after_trial=True, callbacks=callbacks
+            )
         except QueueEmpty:
             continue
         except TrialInterrupted:

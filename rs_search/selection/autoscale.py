@@ -69,9 +69,12 @@ def is_rule_trial(trial: FrozenTrial) -> bool:
 def _complete(trial: FrozenTrial) -> bool:
     from optuna.trial import TrialState
 
-    return (trial.state == TrialState.COMPLETE and trial.values is not None
-            and "rejected" not in trial.user_attrs
-            and all(float(c) <= 0 for c in trial.constraints.values()))  # feasible
+    return (
+        trial.state == TrialState.COMPLETE
+        and trial.values is not None
+        and "rejected" not in trial.user_attrs
+        and all(float(c) <= 0 for c in trial.constraints.values())
+    )  # feasible
 
 
 def study_views(study: optuna.Study, settings: StudySettings) -> list[TrialView]:
@@ -127,8 +130,15 @@ class StudyCosts:
     _profile: Any = field(default=None, init=False, repr=False)
 
     @classmethod
-    def for_study(cls, study: optuna.Study, settings: StudySettings, views: Sequence[TrialView],
-                  *, storage: Any = None, measure: bool = False) -> StudyCosts:
+    def for_study(
+        cls,
+        study: optuna.Study,
+        settings: StudySettings,
+        views: Sequence[TrialView],
+        *,
+        storage: Any = None,
+        measure: bool = False,
+    ) -> StudyCosts:
         """``storage``: the latency cache's database (URL or engine); None: the study's own
         engine (one connection pool per process, DESIGN.md section 5)."""
         latency: dict[int, float] = {}
@@ -137,9 +147,13 @@ class StudyCosts:
         for v in views:
             if index is not None and v.values is not None:
                 latency[v.number] = v.values[index]
-        return cls(storage=storage if storage is not None else study_engine(study),
-                   target=dict(settings.target),
-                   views={v.number: v for v in views}, source_latency=latency, measure=measure)
+        return cls(
+            storage=storage if storage is not None else study_engine(study),
+            target=dict(settings.target),
+            views={v.number: v for v in views},
+            source_latency=latency,
+            measure=measure,
+        )
 
     def _open(self) -> None:
         if self._profile is not None or not self.target:
@@ -166,24 +180,36 @@ class StudyCosts:
         if self._cache is not None and self._profile is not None:
             # A figure from any device of this profile counts: a latency worker on the
             # deployment hardware may have filled the table for a study training elsewhere.
-            result = (self._cache.get_or_measure(arch, self._profile) if self.measure
-                      else self._cache.get(arch, self._profile, any_device=True))
+            result = (
+                self._cache.get_or_measure(arch, self._profile)
+                if self.measure
+                else self._cache.get(arch, self._profile, any_device=True)
+            )
             if result is not None and getattr(result, "status", "ok") == "ok":
                 how = "measured" if self.measure else "latency cache"
-                return Cost(latency_ms=float(result.median_ms),
-                            memory_mb=_float_or_none(getattr(result, "peak_memory_mb", None)),
-                            params_m=params_m, source=f"{how}, {self._profile.name}")
+                return Cost(
+                    latency_ms=float(result.median_ms),
+                    memory_mb=_float_or_none(getattr(result, "peak_memory_mb", None)),
+                    params_m=params_m,
+                    source=f"{how}, {self._profile.name}",
+                )
             if result is not None and getattr(result, "status", "") == "oom":
-                return Cost(latency_ms=float("inf"), memory_mb=float("inf"), params_m=params_m,
-                            source=f"does not fit on {self._profile.name}")
+                return Cost(
+                    latency_ms=float("inf"),
+                    memory_mb=float("inf"),
+                    params_m=params_m,
+                    source=f"does not fit on {self._profile.name}",
+                )
         source = self.views.get(proposal.source_trial)
         base = self.source_latency.get(proposal.source_trial)
         if source is None or base is None:
             return Cost(params_m=params_m, source="parameters counted; latency unknown")
         ratio = count_flops(arch) / max(1, count_flops(source.candidate.arch))
-        return Cost(latency_ms=base * ratio, params_m=params_m,
-                    source=f"predicted: trial {source.number}'s {base:.3g} ms x FLOPs ratio "
-                           f"{ratio:.2f}")
+        return Cost(
+            latency_ms=base * ratio,
+            params_m=params_m,
+            source=f"predicted: trial {source.number}'s {base:.3g} ms x FLOPs ratio {ratio:.2f}",
+        )
 
 
 def _float_or_none(value: Any) -> float | None:
@@ -216,9 +242,14 @@ def propose_for_study(
     views = study_views(study, settings)
     costs = StudyCosts.for_study(study, settings, views, storage=storage, measure=measure)
     try:
-        return propose(views, n=n, settings=rules,
-                       limits=Limits.from_mapping(settings.constraints), cost_fn=costs,
-                       existing=existing_keys(study))
+        return propose(
+            views,
+            n=n,
+            settings=rules,
+            limits=Limits.from_mapping(settings.constraints),
+            cost_fn=costs,
+            existing=existing_keys(study),
+        )
     finally:
         costs.close()
 
@@ -231,8 +262,12 @@ class Enqueued:
 
 
 def _user_attrs(proposal: Proposal) -> dict[str, Any]:
-    return {ORIGIN: proposal.origin, REASON: proposal.reason,
-            SOURCE_TRIAL: proposal.source_trial, PROPOSAL: proposal.candidate.to_dict()}
+    return {
+        ORIGIN: proposal.origin,
+        REASON: proposal.reason,
+        SOURCE_TRIAL: proposal.source_trial,
+        PROPOSAL: proposal.candidate.to_dict(),
+    }
 
 
 def _empty_slots(study: optuna.Study) -> list[FrozenTrial]:
@@ -241,12 +276,18 @@ def _empty_slots(study: optuna.Study) -> list[FrozenTrial]:
     from rs_search.search import attrs
 
     waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-    return [t for t in waiting if attrs.SLOT in t.user_attrs and ORIGIN not in t.user_attrs
-            and not t.system_attrs.get("fixed_params")]
+    return [
+        t
+        for t in waiting
+        if attrs.SLOT in t.user_attrs
+        and ORIGIN not in t.user_attrs
+        and not t.system_attrs.get("fixed_params")
+    ]
 
 
-def _take_slot(study: optuna.Study, slot: FrozenTrial, params: dict[str, Any],
-               user_attrs: dict[str, Any]) -> bool:
+def _take_slot(
+    study: optuna.Study, slot: FrozenTrial, params: dict[str, Any], user_attrs: dict[str, Any]
+) -> bool:
     """Turn an empty waiting budget slot into this proposal.
 
     The slot is claimed the way Optuna claims a waiting trial (WAITING -> RUNNING, which only one
@@ -299,13 +340,26 @@ def enqueue_proposals(
             continue
         before = {t.number for t in study.get_trials(deepcopy=False)}
         study.enqueue_trial(params, user_attrs=user_attrs, skip_if_exists=True)
-        new = [t for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
-               if t.number not in before]
-        how = "appended" if settings.n_trials is None else (
-            "appended beyond the trial budget (no empty slot left; raise it with "
-            "`rs-search start --trials`)")
-        out.append(Enqueued(proposal=proposal, trial_number=new[0].number if new else None,
-                            how=how if new else "not enqueued: the same parameters are queued"))
+        new = [
+            t
+            for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+            if t.number not in before
+        ]
+        how = (
+            "appended"
+            if settings.n_trials is None
+            else (
+                "appended beyond the trial budget (no empty slot left; raise it with "
+                "`rs-search start --trials`)"
+            )
+        )
+        out.append(
+            Enqueued(
+                proposal=proposal,
+                trial_number=new[0].number if new else None,
+                how=how if new else "not enqueued: the same parameters are queued",
+            )
+        )
     return out
 
 
@@ -338,8 +392,11 @@ def maybe_auto_scale(
     trials = study.get_trials(deepcopy=False)
     if any(t.state == TrialState.WAITING and is_rule_trial(t) for t in trials):
         return []
-    sampler_done = sum(1 for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)
-                       and not is_rule_trial(t))
+    sampler_done = sum(
+        1
+        for t in trials
+        if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and not is_rule_trial(t)
+    )
     if sampler_done % every:
         return []
     if settings.n_trials is not None and not _empty_slots(study):
@@ -349,11 +406,15 @@ def maybe_auto_scale(
     if echo is not None:
         for e in done:
             where = f"trial {e.trial_number}" if e.trial_number is not None else "nothing"
-            echo(f"auto-scale after trial {trial.number}: {e.proposal.origin} -> {where} "
-                 f"({e.how}): {e.proposal.reason}")
+            echo(
+                f"auto-scale after trial {trial.number}: {e.proposal.origin} -> {where} "
+                f"({e.how}): {e.proposal.reason}"
+            )
         for d in result.dropped:
-            echo(f"auto-scale: dropped {d.proposal.reason.split(':')[0]} from trial "
-                 f"{d.proposal.source_trial}: {d.reason}")
+            echo(
+                f"auto-scale: dropped {d.proposal.reason.split(':')[0]} from trial "
+                f"{d.proposal.source_trial}: {d.reason}"
+            )
         if not result.proposals:
             why = "; ".join(result.skipped[:3]) or "no finished trial on the front"
             echo(f"auto-scale after trial {trial.number}: no proposal ({why})")
@@ -374,11 +435,20 @@ class AutoScale:
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         try:
-            maybe_auto_scale(study, trial, settings=self.settings, storage=self.storage,
-                             every=self.every, measure=self.measure, echo=self.echo)
+            maybe_auto_scale(
+                study,
+                trial,
+                settings=self.settings,
+                storage=self.storage,
+                every=self.every,
+                measure=self.measure,
+                echo=self.echo,
+            )
         except Exception as exc:  # noqa: BLE001 - a proposal must never stop a worker
-            _log.warning("auto-scale after trial %d failed: %s: %s", trial.number,
-                         type(exc).__name__, exc)
+            _log.warning(
+                "auto-scale after trial %d failed: %s: %s", trial.number, type(exc).__name__, exc
+            )
             if self.echo is not None:
-                self.echo(f"auto-scale after trial {trial.number} failed: {type(exc).__name__}: "
-                          f"{exc}")
+                self.echo(
+                    f"auto-scale after trial {trial.number} failed: {type(exc).__name__}: {exc}"
+                )

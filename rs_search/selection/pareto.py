@@ -69,8 +69,9 @@ def _as_minimization(points: npt.ArrayLike, directions: Sequence[Any]) -> FloatA
 
 def dominates(a: npt.ArrayLike, b: npt.ArrayLike, directions: Sequence[Any]) -> bool:
     """True when ``a`` is no worse than ``b`` in every objective and better in at least one."""
-    pa, pb = _as_minimization(np.stack([np.asarray(a, dtype=np.float64),
-                                        np.asarray(b, dtype=np.float64)]), directions)
+    pa, pb = _as_minimization(
+        np.stack([np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)]), directions
+    )
     return bool(np.all(pa <= pb) and np.any(pa < pb))
 
 

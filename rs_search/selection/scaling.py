@@ -218,8 +218,9 @@ def read_overfitting(
     if window < 2:
         raise ValueError(f"window {window}: at least 2 epochs are needed to see a trend")
     if not curve:
-        return Overfitting(overfit=False, gap=None, val_loss_rising=False, epoch=0,
-                           words="no curve recorded")
+        return Overfitting(
+            overfit=False, gap=None, val_loss_rising=False, epoch=0, words="no curve recorded"
+        )
     epoch = int(curve[-1].get("epoch", len(curve)))
     train_top1 = _series(curve[-1:], "train_top1")
     val_top1 = _series(curve[-1:], "val_top1_raw", "val_top1")
@@ -232,8 +233,10 @@ def read_overfitting(
         train = _series(tail, "train_loss")
         if val and train and val[-1] > val[0] and train[-1] < train[0]:
             rising = True
-            loss_words = (f"val loss rose {val[0]:.3g}→{val[-1]:.3g} while train loss fell "
-                          f"{train[0]:.3g}→{train[-1]:.3g} over the last {window} epochs")
+            loss_words = (
+                f"val loss rose {val[0]:.3g}→{val[-1]:.3g} while train loss fell "
+                f"{train[0]:.3g}→{train[-1]:.3g} over the last {window} epochs"
+            )
     gap_big = gap is not None and gap >= gap_points
     gap_words = "no train/val gap recorded" if gap is None else f"train/val gap {gap:.1f} points"
     if gap_big and rising:
@@ -244,8 +247,9 @@ def read_overfitting(
         words = f"{loss_words} (epoch {epoch})"
     else:
         words = f"{gap_words} (< {gap_points:g}), val loss not rising, at {epoch} epochs"
-    return Overfitting(overfit=gap_big or rising, gap=gap, val_loss_rising=rising, epoch=epoch,
-                       words=words)
+    return Overfitting(
+        overfit=gap_big or rising, gap=gap, val_loss_rising=rising, epoch=epoch, words=words
+    )
 
 
 # -- regularization ----------------------------------------------------------------------------
@@ -311,8 +315,12 @@ def weight_decay_for(
     return plain, f"only {', '.join(on)} on, fewer than {min_regularizers} regularizers"
 
 
-_WORDS = {"dropout": "dropout", "stochastic_depth": "stochastic depth",
-          "randaug_magnitude": "RandAugment magnitude", "weight_decay": "weight decay"}
+_WORDS = {
+    "dropout": "dropout",
+    "stochastic_depth": "stochastic depth",
+    "randaug_magnitude": "RandAugment magnitude",
+    "weight_decay": "weight decay",
+}
 
 
 def _regularize(
@@ -331,15 +339,19 @@ def _regularize(
             if getattr(published, name) > getattr(recipe, name):
                 wanted[name] = getattr(published, name)
     recipe, fitted = fit_recipe(dataclasses.replace(recipe, **wanted), source, settings.space)
-    wd, why = weight_decay_for(recipe, min_regularizers=settings.min_regularizers,
-                               regularized=settings.weight_decay_regularized,
-                               plain=settings.weight_decay_plain)
+    wd, why = weight_decay_for(
+        recipe,
+        min_regularizers=settings.min_regularizers,
+        regularized=settings.weight_decay_regularized,
+        plain=settings.weight_decay_plain,
+    )
     whys = {"weight_decay": why}
     if not math.isclose(wd, recipe.weight_decay, rel_tol=1e-9):
         wanted["weight_decay"] = wd
         before = recipe
-        recipe, fitted_wd = fit_recipe(dataclasses.replace(recipe, weight_decay=wd), before,
-                                       settings.space)
+        recipe, fitted_wd = fit_recipe(
+            dataclasses.replace(recipe, weight_decay=wd), before, settings.space
+        )
         fitted.update(fitted_wd)
     changes: list[str] = []
     for name, want in wanted.items():
@@ -383,8 +395,13 @@ class TrialView:
             return None
         curve = trial.user_attrs.get("curve") or []
         values = tuple(float(v) for v in trial.values) if trial.values is not None else None
-        return cls(number=trial.number, candidate=candidate, values=values,
-                   curve=tuple(c for c in curve if isinstance(c, Mapping)), budget=budget)
+        return cls(
+            number=trial.number,
+            candidate=candidate,
+            values=values,
+            curve=tuple(c for c in curve if isinstance(c, Mapping)),
+            budget=budget,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -531,10 +548,14 @@ def choose_rule(view: TrialView, settings: RuleSettings) -> tuple[Rule, str]:
     if reading.overfit:
         return "depth", reading.words
     if view.budget >= settings.long_budget_epochs:
-        return "depth", (f"{view.budget}-epoch budget (long: >= {settings.long_budget_epochs}), "
-                         f"where overfitting can occur; {reading.words}")
-    return "width", (f"no overfitting ({reading.words}) at a {view.budget}-epoch budget "
-                     f"(short: < {settings.long_budget_epochs})")
+        return "depth", (
+            f"{view.budget}-epoch budget (long: >= {settings.long_budget_epochs}), "
+            f"where overfitting can occur; {reading.words}"
+        )
+    return "width", (
+        f"no overfitting ({reading.words}) at a {view.budget}-epoch budget "
+        f"(short: < {settings.long_budget_epochs})"
+    )
 
 
 def scale_depth(view: TrialView, why: str, settings: RuleSettings) -> Proposal | None:
@@ -550,8 +571,12 @@ def scale_depth(view: TrialView, why: str, settings: RuleSettings) -> Proposal |
     reason = f"depth {arch.label}→{layout_label(layout)}: {why}; {res_words}"
     if changes:
         reason += "; " + ", ".join(changes)
-    return Proposal(candidate=Candidate(arch=new_arch, recipe=new_recipe), rule="depth",
-                    reason=reason, source_trial=view.number)
+    return Proposal(
+        candidate=Candidate(arch=new_arch, recipe=new_recipe),
+        rule="depth",
+        reason=reason,
+        source_trial=view.number,
+    )
 
 
 def scale_width(view: TrialView, why: str, settings: RuleSettings) -> Proposal | None:
@@ -565,8 +590,12 @@ def scale_width(view: TrialView, why: str, settings: RuleSettings) -> Proposal |
     reason = f"width {arch.width:g}→{width:g}: {why}; resolution stays {arch.resolution}"
     if changes:
         reason += "; " + ", ".join(changes)
-    return Proposal(candidate=Candidate(arch=new_arch, recipe=new_recipe), rule="width",
-                    reason=reason, source_trial=view.number)
+    return Proposal(
+        candidate=Candidate(arch=new_arch, recipe=new_recipe),
+        rule="width",
+        reason=reason,
+        source_trial=view.number,
+    )
 
 
 # -- limits ------------------------------------------------------------------------------------
@@ -583,13 +612,18 @@ class Limits:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any] | None) -> Limits:
         data = data or {}
-        return cls(**{k: (None if data.get(k) is None else float(data[k]))
-                      for k in ("max_latency_ms", "max_memory_mb", "max_params_m")})
+        return cls(
+            **{
+                k: (None if data.get(k) is None else float(data[k]))
+                for k in ("max_latency_ms", "max_memory_mb", "max_params_m")
+            }
+        )
 
     @property
     def any(self) -> bool:
-        return any(v is not None for v in (self.max_latency_ms, self.max_memory_mb,
-                                           self.max_params_m))
+        return any(
+            v is not None for v in (self.max_latency_ms, self.max_memory_mb, self.max_params_m)
+        )
 
 
 CostFn = Callable[[Proposal], Cost]
@@ -597,9 +631,11 @@ CostFn = Callable[[Proposal], Cost]
 
 def broken_limits(cost: Cost, limits: Limits) -> list[str]:
     """Each limit ``cost`` breaks, in words; a cost left unknown breaks nothing."""
-    checks = (("latency", cost.latency_ms, limits.max_latency_ms, "ms", "max_latency_ms"),
-              ("peak memory", cost.memory_mb, limits.max_memory_mb, "MB", "max_memory_mb"),
-              ("parameters", cost.params_m, limits.max_params_m, "M", "max_params_m"))
+    checks = (
+        ("latency", cost.latency_ms, limits.max_latency_ms, "ms", "max_latency_ms"),
+        ("peak memory", cost.memory_mb, limits.max_memory_mb, "MB", "max_memory_mb"),
+        ("parameters", cost.params_m, limits.max_params_m, "M", "max_params_m"),
+    )
     out = []
     for what, value, limit, unit, key in checks:
         if value is not None and limit is not None and value > limit:

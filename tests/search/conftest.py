@@ -34,14 +34,17 @@ def cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "rs_search.cli.main", *args]
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(cli(*args), env=env or cli_env(), cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+def run_cli(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cli(*args), env=env or cli_env(), cwd=cwd, capture_output=True, text=True, timeout=timeout
+    )
 
 
-def wait_for(predicate: Callable[[], bool], *, timeout: float, every: float = 0.5,
-             what: str = "condition") -> None:
+def wait_for(
+    predicate: Callable[[], bool], *, timeout: float, every: float = 0.5, what: str = "condition"
+) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if predicate():
@@ -55,9 +58,20 @@ def load(study: str, storage: str) -> optuna.Study:
     return optuna.load_study(study_name=study, storage=storage)
 
 
-def make_study(storage: str, tmp: Path, name: str, *, trials: int, budget: int,
-               eta: int | None = None, space: Path = MICRO, sampler: str = "random",
-               heartbeat: int = 1, grace: int = 3, artifacts: str | None = None) -> Path:
+def make_study(
+    storage: str,
+    tmp: Path,
+    name: str,
+    *,
+    trials: int,
+    budget: int,
+    eta: int | None = None,
+    space: Path = MICRO,
+    sampler: str = "random",
+    heartbeat: int = 1,
+    grace: int = 3,
+    artifacts: str | None = None,
+) -> Path:
     """Create and queue a study the way ``rs-search start`` does, without running workers.
     Returns the artifact directory. Short heartbeats (1 s / 3 s) make a dead worker's trial stale
     quickly; production uses 30 s / 120 s."""
@@ -65,12 +79,27 @@ def make_study(storage: str, tmp: Path, name: str, *, trials: int, budget: int,
     from rs_search.search.study import create_or_resume, enqueue_work
 
     art = tmp / "art"
-    plan = plan_start(space_file=space, budget=f"{budget}epochs", study_name=name,
-                      storage=storage, data="synthetic:10", trials=trials, timeout=None,
-                      workers=1, device="cpu", sampler=sampler, eta=eta, min_rung=None, seed=0,
-                      artifacts=artifacts or str(art), heartbeat=heartbeat, grace=grace)
-    study, created = create_or_resume(study_name=name, storage=storage, settings=plan.settings,
-                                      space=plan.space)
+    plan = plan_start(
+        space_file=space,
+        budget=f"{budget}epochs",
+        study_name=name,
+        storage=storage,
+        data="synthetic:10",
+        trials=trials,
+        timeout=None,
+        workers=1,
+        device="cpu",
+        sampler=sampler,
+        eta=eta,
+        min_rung=None,
+        seed=0,
+        artifacts=artifacts or str(art),
+        heartbeat=heartbeat,
+        grace=grace,
+    )
+    study, created = create_or_resume(
+        study_name=name, storage=storage, settings=plan.settings, space=plan.space
+    )
     assert created
     enqueue_work(study, plan.settings, plan.space)
     return art

@@ -22,9 +22,20 @@ def _one_line_error(proc) -> str:
 
 def test_unreachable_storage_masks_password(tmp_path):
     url = "postgresql+psycopg://rsuser:s3cretpw@127.0.0.1:1/nowhere"
-    for args in (["start", "--space", str(MICRO), "--budget", "1epochs", "--data", "synthetic:10",
-                  "--storage", url],
-                 ["worker", "--study", "x", "--storage", url]):
+    for args in (
+        [
+            "start",
+            "--space",
+            str(MICRO),
+            "--budget",
+            "1epochs",
+            "--data",
+            "synthetic:10",
+            "--storage",
+            url,
+        ],
+        ["worker", "--study", "x", "--storage", url],
+    ):
         proc = run_cli(*args, cwd=tmp_path)
         line = _one_line_error(proc)
         assert "s3cretpw" not in proc.stderr + proc.stdout
@@ -34,8 +45,18 @@ def test_unreachable_storage_masks_password(tmp_path):
 
 @pytest.mark.parametrize("budget", ["350", "abc", "0epochs"])
 def test_malformed_budget_names_units(budget, postgres_url, tmp_path):
-    proc = run_cli("start", "--space", str(MICRO), "--budget", budget, "--storage", postgres_url,
-                   "--data", "synthetic:10", cwd=tmp_path)
+    proc = run_cli(
+        "start",
+        "--space",
+        str(MICRO),
+        "--budget",
+        budget,
+        "--storage",
+        postgres_url,
+        "--data",
+        "synthetic:10",
+        cwd=tmp_path,
+    )
     line = _one_line_error(proc)
     assert "budget" in line
     if budget != "0epochs":
@@ -45,8 +66,18 @@ def test_malformed_budget_names_units(budget, postgres_url, tmp_path):
 
 
 def test_classes_mismatch_creates_nothing(postgres_url, tmp_path):
-    proc = run_cli("start", "--space", str(MICRO), "--budget", "2epochs", "--storage",
-                   postgres_url, "--data", "synthetic:5", cwd=tmp_path)
+    proc = run_cli(
+        "start",
+        "--space",
+        str(MICRO),
+        "--budget",
+        "2epochs",
+        "--storage",
+        postgres_url,
+        "--data",
+        "synthetic:5",
+        cwd=tmp_path,
+    )
     line = _one_line_error(proc)
     assert "5 classes" in line and "num_classes" in line
     assert study_names(postgres_url) == []
@@ -76,14 +107,40 @@ def test_resume_with_another_space_says_what_differs(postgres_url, tmp_path):
     from rs_search.search.launch import plan_start
     from rs_search.search.study import create_or_resume
 
-    plan = plan_start(space_file=MICRO, budget="2epochs", study_name="s", storage=postgres_url,
-                      data="synthetic:10", trials=2, timeout=None, workers=1, device="cpu",
-                      sampler="tpe", eta=3, min_rung=None, seed=None,
-                      artifacts=str(tmp_path / "a"), heartbeat=30, grace=120)
+    plan = plan_start(
+        space_file=MICRO,
+        budget="2epochs",
+        study_name="s",
+        storage=postgres_url,
+        data="synthetic:10",
+        trials=2,
+        timeout=None,
+        workers=1,
+        device="cpu",
+        sampler="tpe",
+        eta=3,
+        min_rung=None,
+        seed=None,
+        artifacts=str(tmp_path / "a"),
+        heartbeat=30,
+        grace=120,
+    )
     create_or_resume(study_name="s", storage=postgres_url, settings=plan.settings, space=plan.space)
     before = optuna.load_study(study_name="s", storage=postgres_url).user_attrs
-    proc = run_cli("start", "--space", str(TINY4), "--budget", "2epochs", "--study", "s",
-                   "--storage", postgres_url, "--data", "synthetic:10", cwd=tmp_path)
+    proc = run_cli(
+        "start",
+        "--space",
+        str(TINY4),
+        "--budget",
+        "2epochs",
+        "--study",
+        "s",
+        "--storage",
+        postgres_url,
+        "--data",
+        "synthetic:10",
+        cwd=tmp_path,
+    )
     line = _one_line_error(proc)
     assert "different settings" in line and "architecture.width" in line
     after = optuna.load_study(study_name="s", storage=postgres_url)

@@ -12,8 +12,20 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 def test_nproc_2_trains_one_trial_as_a_group(postgres_url, tmp_path):
     make_study(postgres_url, tmp_path, "ddp", trials=1, budget=1, heartbeat=5, grace=30)
-    proc = run_cli("worker", "--study", "ddp", "--device", "cpu", "--nproc", "2",
-                   "--loader-workers", "0", env=cli_env(postgres_url), cwd=tmp_path, timeout=600)
+    proc = run_cli(
+        "worker",
+        "--study",
+        "ddp",
+        "--device",
+        "cpu",
+        "--nproc",
+        "2",
+        "--loader-workers",
+        "0",
+        env=cli_env(postgres_url),
+        cwd=tmp_path,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "[rank 0/2]" in proc.stdout
     trials = load("ddp", postgres_url).get_trials()

@@ -17,10 +17,14 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def _worker(storage: str, study: str, cwd) -> subprocess.Popen[str]:
-    return subprocess.Popen(cli("worker", "--study", study, "--device", "cpu",
-                                "--loader-workers", "0"),
-                            env=cli_env(storage), cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        cli("worker", "--study", study, "--device", "cpu", "--loader-workers", "0"),
+        env=cli_env(storage),
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def _epochs_reported(storage: str, study: str, number: int) -> int:
@@ -53,8 +57,11 @@ def test_sigkill_mid_trial_is_retried_from_checkpoint(postgres_url, tmp_path):
     art = make_study(postgres_url, tmp_path, "killed", trials=1, budget=3)
     a = _worker(postgres_url, "killed", tmp_path)
     try:
-        wait_for(lambda: _epochs_reported(postgres_url, "killed", 0) >= 1, timeout=240,
-                 what="epoch 1 of trial 0")
+        wait_for(
+            lambda: _epochs_reported(postgres_url, "killed", 0) >= 1,
+            timeout=240,
+            what="epoch 1 of trial 0",
+        )
         assert a.poll() is None, a.communicate()[0]
     finally:
         a.kill()  # SIGKILL: no checkpoint, no goodbye; only the heartbeat stops
@@ -71,14 +78,18 @@ def test_sigterm_checkpoints_and_hands_back(postgres_url, tmp_path):
     """With an Optuna artifact store the retry resumes on "another machine": worker B has its
     own scratch directory and downloads the checkpoint worker A uploaded on SIGTERM."""
     store = tmp_path / "store"
-    make_study(postgres_url, tmp_path, "termed", trials=1, budget=3,
-               artifacts=f"artifacts://{store}")
+    make_study(
+        postgres_url, tmp_path, "termed", trials=1, budget=3, artifacts=f"artifacts://{store}"
+    )
     machine_a, machine_b = tmp_path / "a", tmp_path / "b"
     machine_a.mkdir()
     machine_b.mkdir()
     a = _worker(postgres_url, "termed", machine_a)
-    wait_for(lambda: _epochs_reported(postgres_url, "termed", 0) >= 1, timeout=240,
-             what="epoch 1 of trial 0")
+    wait_for(
+        lambda: _epochs_reported(postgres_url, "termed", 0) >= 1,
+        timeout=240,
+        what="epoch 1 of trial 0",
+    )
     os.kill(a.pid, signal.SIGTERM)
     out, _ = a.communicate(timeout=120)
     assert a.returncode == 0, out
@@ -94,4 +105,5 @@ def test_sigterm_checkpoints_and_hands_back(postgres_url, tmp_path):
     assert b.returncode == 0, out
     _check_resumed(postgres_url, "termed", machine_b / "rs-search-artifacts", budget=3)
     assert [p.name for p in store.iterdir()] == [
-        load("termed", postgres_url).get_trials()[-1].user_attrs["checkpoint_artifact"]["id"]]
+        load("termed", postgres_url).get_trials()[-1].user_attrs["checkpoint_artifact"]["id"]
+    ]

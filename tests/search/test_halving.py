@@ -30,8 +30,17 @@ def test_a_study_s_default_lowest_rung_clears_its_space_s_longest_warmup():
     from tests.search.conftest import MICRO
 
     quickstart = load_space(Path(__file__).resolve().parents[2] / "spaces" / "quickstart.yaml")
-    common = dict(data="digits", eta=3, min_rung=None, n_trials=16, sampler="tpe", seed=0,
-                  heartbeat_interval=30, grace_period=120, artifacts="a")
+    common = dict(
+        data="digits",
+        eta=3,
+        min_rung=None,
+        n_trials=16,
+        sampler="tpe",
+        seed=0,
+        heartbeat_interval=30,
+        grace_period=120,
+        artifacts="a",
+    )
     assert settings_from_space(quickstart, budget_epochs=12, **common).rungs == (4,)
     assert settings_from_space(load_space(MICRO), budget_epochs=12, **common).rungs == (1, 4)
     given = {**common, "min_rung": 1}
@@ -97,9 +106,19 @@ def test_the_estimate_counts_seeds_at_the_full_budget():
     from rs_search.space import load_space
 
     quickstart = load_space(Path(__file__).resolve().parents[2] / "spaces" / "quickstart.yaml")
-    settings = settings_from_space(quickstart, budget_epochs=12, data="digits", eta=3,
-                                   min_rung=None, n_trials=16, sampler="tpe", seed=0,
-                                   heartbeat_interval=30, grace_period=120, artifacts="a")
+    settings = settings_from_space(
+        quickstart,
+        budget_epochs=12,
+        data="digits",
+        eta=3,
+        min_rung=None,
+        n_trials=16,
+        sampler="tpe",
+        seed=0,
+        heartbeat_interval=30,
+        grace_period=120,
+        artifacts="a",
+    )
     plain = summary.estimate(settings, trials=16, train_images=None, flops_range=None)
     seeded = summary.estimate(settings, trials=16, train_images=None, flops_range=None, seeds=3)
     assert plain.expected_epochs == pytest.approx(16 * 4 + 16 / 3 * 8)

@@ -15,10 +15,28 @@ TRIALS, BUDGET = 9, 9  # eta 3: rungs at epochs 1 and 3
 
 
 def test_halving_spends_at_most_half_the_epochs(tmp_path):
-    proc = run_cli("start", "--space", str(TINY4), "--budget", f"{BUDGET}epochs", "--trials",
-                   str(TRIALS), "--device", "cpu", "--data", "synthetic:10", "--seed", "0",
-                   "--loader-workers", "0", "--study", "halving", env=cli_env(), cwd=tmp_path,
-                   timeout=900)
+    proc = run_cli(
+        "start",
+        "--space",
+        str(TINY4),
+        "--budget",
+        f"{BUDGET}epochs",
+        "--trials",
+        str(TRIALS),
+        "--device",
+        "cpu",
+        "--data",
+        "synthetic:10",
+        "--seed",
+        "0",
+        "--loader-workers",
+        "0",
+        "--study",
+        "halving",
+        env=cli_env(),
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "rungs at epochs 1, 3" in proc.stdout  # the estimate printed before the start
     assert (tmp_path / "rs-search.db").exists()  # the default storage
@@ -41,7 +59,8 @@ def test_halving_spends_at_most_half_the_epochs(tmp_path):
         assert not last["keep"] and last["position"] >= last["kept"]
         assert len(t.user_attrs["curve"]) == last["epoch"] in (1, 3)  # the curve stays
         assert t.user_attrs[f"rung_{last['epoch']}"] == pytest.approx(
-            t.user_attrs["curve"][-1]["val_top1"])
+            t.user_attrs["curve"][-1]["val_top1"]
+        )
     for t in complete:
         assert len(t.user_attrs["curve"]) == BUDGET
         assert all(d["keep"] for d in t.user_attrs.get("halving", []))

@@ -81,14 +81,27 @@ def test_worker_survives_a_database_blink(postgres_url, tmp_path):
     parts = urlsplit(postgres_url)
     proxy = BlinkingProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
     via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
-    worker = subprocess.Popen(cli("worker", "--study", "blink", "--device", "cpu",
-                                  "--loader-workers", "0"),
-                              env=cli_env(via_proxy), cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True)
+    worker = subprocess.Popen(
+        cli("worker", "--study", "blink", "--device", "cpu", "--loader-workers", "0"),
+        env=cli_env(via_proxy),
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
-        wait_for(lambda: len(load("blink", postgres_url).get_trials(deepcopy=False)[0]
-                             .user_attrs.get("curve", [])) >= 1,
-                 timeout=240, what="epoch 1 of trial 0")
+        wait_for(
+            lambda: (
+                len(
+                    load("blink", postgres_url)
+                    .get_trials(deepcopy=False)[0]
+                    .user_attrs.get("curve", [])
+                )
+                >= 1
+            ),
+            timeout=240,
+            what="epoch 1 of trial 0",
+        )
         proxy.cut(6)
         out, _ = worker.communicate(timeout=400)
     finally:
@@ -101,6 +114,7 @@ def test_worker_survives_a_database_blink(postgres_url, tmp_path):
     assert proxy.refused > 0
     trials = load("blink", postgres_url).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 2, [
-        (t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials]
+        (t.number, t.state, t.user_attrs.get("fail_reason")) for t in trials
+    ]
     assert all(len(t.user_attrs["curve"]) == 3 for t in trials)
     assert not any("failed_trial" in t.system_attrs for t in trials)

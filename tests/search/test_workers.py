@@ -16,10 +16,32 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
 
 def test_four_workers_forty_trials(postgres_url, tmp_path):
-    proc = run_cli("start", "--space", str(MICRO), "--budget", "1epochs", "--trials", "40",
-                   "--workers", "4", "--device", "cpu", "--data", "synthetic:10",
-                   "--study", "forty", "--artifacts", str(tmp_path / "art"), "--seed", "0",
-                   "--loader-workers", "0", env=cli_env(postgres_url), cwd=tmp_path, timeout=900)
+    proc = run_cli(
+        "start",
+        "--space",
+        str(MICRO),
+        "--budget",
+        "1epochs",
+        "--trials",
+        "40",
+        "--workers",
+        "4",
+        "--device",
+        "cpu",
+        "--data",
+        "synthetic:10",
+        "--study",
+        "forty",
+        "--artifacts",
+        str(tmp_path / "art"),
+        "--seed",
+        "0",
+        "--loader-workers",
+        "0",
+        env=cli_env(postgres_url),
+        cwd=tmp_path,
+        timeout=900,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Pareto front of forty" in proc.stdout
     assert "rs-search export --study forty" in proc.stdout

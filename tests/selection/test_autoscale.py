@@ -38,32 +38,56 @@ BUDGET = 12
 
 
 def curve(top1: float, *, gap: float) -> list[dict[str, Any]]:
-    return [{"epoch": e, "train_loss": 2.0 - 0.1 * e, "train_top1": top1 + gap,
-             "val_loss": 2.1 - 0.1 * e, "val_top1": top1, "val_loss_raw": 2.1 - 0.1 * e,
-             "val_top1_raw": top1, "images_per_s": 50.0, "epoch_seconds": 1.0,
-             "peak_memory_mb": 100.0, "lr": 0.1} for e in range(1, BUDGET + 1)]
+    return [
+        {
+            "epoch": e,
+            "train_loss": 2.0 - 0.1 * e,
+            "train_top1": top1 + gap,
+            "val_loss": 2.1 - 0.1 * e,
+            "val_top1": top1,
+            "val_loss_raw": 2.1 - 0.1 * e,
+            "val_top1_raw": top1,
+            "images_per_s": 50.0,
+            "epoch_seconds": 1.0,
+            "peak_memory_mb": 100.0,
+            "lr": 0.1,
+        }
+        for e in range(1, BUDGET + 1)
+    ]
 
 
-def make_study(storage: str, *, n_trials: int | None = None,
-               constraints: dict[str, float] | None = None) -> tuple[optuna.Study, StudySettings,
-                                                                      SearchSpace]:
+def make_study(
+    storage: str, *, n_trials: int | None = None, constraints: dict[str, float] | None = None
+) -> tuple[optuna.Study, StudySettings, SearchSpace]:
     space = load_space(RULES_SPACE)
     if constraints:
         data = space.to_dict()
         data["constraints"] = constraints
         space = SearchSpace.from_dict(data)
-    settings = settings_from_space(space, budget_epochs=BUDGET, data="digits", eta=None,
-                                   min_rung=None, n_trials=n_trials, sampler="random", seed=0,
-                                   heartbeat_interval=30, grace_period=120, artifacts="unused")
-    study = optuna.create_study(study_name=STUDY, storage=storage,
-                                directions=list(settings.directions))  # type: ignore[arg-type]
+    settings = settings_from_space(
+        space,
+        budget_epochs=BUDGET,
+        data="digits",
+        eta=None,
+        min_rung=None,
+        n_trials=n_trials,
+        sampler="random",
+        seed=0,
+        heartbeat_interval=30,
+        grace_period=120,
+        artifacts="unused",
+    )
+    study = optuna.create_study(
+        study_name=STUDY, storage=storage, directions=list(settings.directions)
+    )  # type: ignore[arg-type]
     for key, value in settings.user_attrs().items():
         study.set_user_attr(key, value)
     return study, settings, space
 
 
-def run_trial(study: optuna.Study, space: SearchSpace, *, top1: float, latency: float,
-              gap: float) -> optuna.trial.FrozenTrial:
+def run_trial(
+    study: optuna.Study, space: SearchSpace, *, top1: float, latency: float, gap: float
+) -> optuna.trial.FrozenTrial:
     """What a worker does, minus training: claim the next waiting trial (or a new one), let the
     space's sampler build the candidate from its params, record it, tell the values."""
     trial = study.ask()
@@ -75,13 +99,25 @@ def run_trial(study: optuna.Study, space: SearchSpace, *, top1: float, latency: 
     return study.get_trials(deepcopy=False)[trial.number]
 
 
-def add_trial(study: optuna.Study, space: SearchSpace, candidate: Candidate, *, top1: float,
-              latency: float, gap: float) -> None:
-    study.add_trial(create_trial(
-        values=[top1, latency], params=space.seed_params(candidate),
-        distributions={k: v for k, v in space.distributions().items()
-                       if k in space.seed_params(candidate)},
-        user_attrs={attrs.CANDIDATE: candidate.to_dict(), attrs.CURVE: curve(top1, gap=gap)}))
+def add_trial(
+    study: optuna.Study,
+    space: SearchSpace,
+    candidate: Candidate,
+    *,
+    top1: float,
+    latency: float,
+    gap: float,
+) -> None:
+    study.add_trial(
+        create_trial(
+            values=[top1, latency],
+            params=space.seed_params(candidate),
+            distributions={
+                k: v for k, v in space.distributions().items() if k in space.seed_params(candidate)
+            },
+            user_attrs={attrs.CANDIDATE: candidate.to_dict(), attrs.CURVE: curve(top1, gap=gap)},
+        )
+    )
 
 
 def seed_candidate(space: SearchSpace, index: int) -> Candidate:
@@ -117,8 +153,9 @@ def test_propose_prints_reasons_and_enqueue_runs_as_the_sampler_would(
     assert "resolution 32→48" in out
     assert study.get_trials(states=(TrialState.WAITING,)) == []  # printing enqueues nothing
 
-    code, out, err = run_cli(["propose", "--study", STUDY, "--storage", storage, "--enqueue"],
-                             capsys)
+    code, out, err = run_cli(
+        ["propose", "--study", STUDY, "--storage", storage, "--enqueue"], capsys
+    )
     assert code == 0, err
     assert "enqueued rule:depth as trial 1: appended" in out
     (waiting,) = study.get_trials(states=(TrialState.WAITING,))
@@ -132,8 +169,7 @@ def test_propose_prints_reasons_and_enqueue_runs_as_the_sampler_would(
     assert Candidate.from_dict(ran.user_attrs[attrs.CANDIDATE]) == proposed
     assert ran.user_attrs[ORIGIN] == "rule:depth"
     # proposing again does not repeat a candidate the study has
-    code, out, _ = run_cli(["propose", "--study", STUDY, "--storage", storage, "--n", "3"],
-                           capsys)
+    code, out, _ = run_cli(["propose", "--study", STUDY, "--storage", storage, "--n", "3"], capsys)
     assert code == 0
     assert "trial 0: depth 1-1-1-1→1-2-2-1 is already trial 1" in out
     assert "width 0.25→0.375: no overfitting" in out  # trial 1 (gap 1.0, 12-epoch budget)
@@ -185,8 +221,10 @@ def test_auto_scale_alternates_with_the_sampler_inside_the_trial_budget(storage:
     assert [e.trial_number for e in made] == [5] and made[0].how == "slot"
     last = study.get_trials()[5]
     assert last.state == TrialState.WAITING and last.user_attrs[ORIGIN].startswith("rule:")
-    ran_keys = {Candidate.from_dict(t.user_attrs[attrs.CANDIDATE]).key()
-                for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    ran_keys = {
+        Candidate.from_dict(t.user_attrs[attrs.CANDIDATE]).key()
+        for t in study.get_trials(states=(TrialState.COMPLETE,))
+    }
     assert Candidate.from_dict(last.user_attrs[PROPOSAL]).key() not in ran_keys
     final = run_trial(study, space, top1=92.0, latency=2.2, gap=1.0)
     assert final.number == 5 and final.user_attrs[REASON] == last.user_attrs[REASON]
@@ -212,17 +250,20 @@ def test_out_of_space_proposals_are_enqueued_as_whole_candidates(tmp_path: Path)
     assert queued.user_attrs[ORIGIN] == "rule:depth" and queued.user_attrs[SOURCE_TRIAL] == 0
 
 
-def test_scale_prints_a_family_with_latency(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_scale_prints_a_family_with_latency(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study, settings, space = make_study(storage)
     add_trial(study, space, seed_candidate(space, 0), top1=90.0, latency=1.0, gap=2.0)
-    code, out, err = run_cli(["scale", "--study", STUDY, "--storage", storage, "--trial", "0",
-                              "--steps", "3"], capsys)
+    code, out, err = run_cli(
+        ["scale", "--study", STUDY, "--storage", storage, "--trial", "0", "--steps", "3"], capsys
+    )
     assert code == 0, err
     for step in ("depth 1-1-1-1→2-2-2-2", "depth 2-2-2-2→50", "depth 50→101"):
         assert step in out
     assert "predicted: trial 0's 1 ms x FLOPs ratio" in out
-    code, _, err = run_cli(["scale", "--study", STUDY, "--storage", storage, "--trial", "9"],
-                           capsys)
+    code, _, err = run_cli(
+        ["scale", "--study", STUDY, "--storage", storage, "--trial", "9"], capsys
+    )
     assert code == 2 and "has no trial 9" in err

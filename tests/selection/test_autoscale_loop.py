@@ -28,13 +28,37 @@ def test_search_with_auto_scale_completes_rule_trials_with_reasons(tmp_path: Pat
     storage = f"sqlite:///{tmp_path / 'loop.db'}"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     env.pop("RS_SEARCH_STORAGE", None)
-    cmd = [sys.executable, "-m", "rs_search.cli.main", "start", "--space", str(SPACE),
-           "--budget", "2epochs", "--trials", "3", "--study", "loop", "--storage", storage,
-           "--data", "synthetic:10", "--no-halving", "--workers", "1", "--device", "cpu",
-           "--sampler", "random", "--seed", "0", "--artifacts", str(tmp_path / "artifacts"),
-           "--auto-scale"]
-    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True,
-                          timeout=600)
+    cmd = [
+        sys.executable,
+        "-m",
+        "rs_search.cli.main",
+        "start",
+        "--space",
+        str(SPACE),
+        "--budget",
+        "2epochs",
+        "--trials",
+        "3",
+        "--study",
+        "loop",
+        "--storage",
+        storage,
+        "--data",
+        "synthetic:10",
+        "--no-halving",
+        "--workers",
+        "1",
+        "--device",
+        "cpu",
+        "--sampler",
+        "random",
+        "--seed",
+        "0",
+        "--artifacts",
+        str(tmp_path / "artifacts"),
+        "--auto-scale",
+    ]
+    done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     log = "\n".join(p.read_text() for p in (tmp_path / "artifacts").rglob("*.log"))
     assert done.returncode == 0, done.stdout + done.stderr + log
 
@@ -53,7 +77,8 @@ def test_search_with_auto_scale_completes_rule_trials_with_reasons(tmp_path: Pat
         # the trial ran the candidate the rule proposed, and it differs from its source
         assert t.user_attrs["candidate"] == t.user_attrs["proposal"]
         assert Candidate.from_dict(t.user_attrs["candidate"]) != Candidate.from_dict(
-            source.user_attrs["candidate"])
+            source.user_attrs["candidate"]
+        )
         assert len(t.user_attrs["curve"]) == 2 and t.values is not None
     # sampler (seed) trial first, then a rule trial, then the sampler again: they alternate
     assert not trials[0].user_attrs.get("origin") and trials[1] in ruled

@@ -42,8 +42,11 @@ def _brute_ranks(points, directions) -> list[int]:
     ranks = [-1] * len(points)
     rank = 0
     while remaining:
-        front = {i for i in remaining
-                 if not any(_brute_dominates(points[j], points[i], directions) for j in remaining)}
+        front = {
+            i
+            for i in remaining
+            if not any(_brute_dominates(points[j], points[i], directions) for j in remaining)
+        }
         for i in front:
             ranks[i] = rank
         remaining -= front
@@ -67,8 +70,9 @@ def _brute_hv(points, directions, reference) -> float:
 
 
 points_2d = st.lists(st.tuples(st.integers(0, 9), st.integers(0, 9)), min_size=0, max_size=25)
-points_3d = st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(0, 6)),
-                     min_size=0, max_size=15)
+points_3d = st.lists(
+    st.tuples(st.integers(0, 6), st.integers(0, 6), st.integers(0, 6)), min_size=0, max_size=15
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -93,7 +97,8 @@ def test_hypervolume_2d_matches_grid_count(points, which):
     directions = DIRS[2][which]
     reference = [(-1 if d == "maximize" else 10) for d in directions]
     assert hypervolume(points, directions, reference) == pytest.approx(
-        _brute_hv(points, directions, reference))
+        _brute_hv(points, directions, reference)
+    )
 
 
 @settings(max_examples=60, deadline=None)
@@ -102,7 +107,8 @@ def test_hypervolume_3d_matches_grid_count(points, which):
     directions = DIRS[3][which]
     reference = [(-1 if d == "maximize" else 7) for d in directions]
     assert hypervolume(points, directions, reference) == pytest.approx(
-        _brute_hv(points, directions, reference))
+        _brute_hv(points, directions, reference)
+    )
 
 
 def test_hypervolume_ignores_points_beyond_reference():

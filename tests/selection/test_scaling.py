@@ -54,32 +54,54 @@ SPACES = Path(__file__).resolve().parents[2] / "spaces"
 RULES_SPACE = Path(__file__).parent / "data" / "rules.yaml"  # the first quickstart, frozen
 
 
-def curve(epochs: int, *, gap: float, val_loss_trend: float = -0.02,
-          train_loss_trend: float = -0.02) -> list[dict[str, Any]]:
+def curve(
+    epochs: int, *, gap: float, val_loss_trend: float = -0.02, train_loss_trend: float = -0.02
+) -> list[dict[str, Any]]:
     """A per-epoch curve whose last train/val top-1 gap is ``gap`` points and whose losses move
     by the given amount per epoch."""
     rows = []
     for e in range(1, epochs + 1):
         val = 40.0 + 40.0 * e / epochs
-        rows.append({
-            "epoch": e, "train_loss": 2.0 + train_loss_trend * e, "train_top1": val + gap,
-            "val_loss": 2.1 + val_loss_trend * e, "val_top1": val,
-            "val_loss_raw": 2.1 + val_loss_trend * e,
-            "val_top1_raw": val, "images_per_s": 100.0, "epoch_seconds": 1.0,
-            "peak_memory_mb": 10.0, "lr": 0.1,
-        })
+        rows.append(
+            {
+                "epoch": e,
+                "train_loss": 2.0 + train_loss_trend * e,
+                "train_top1": val + gap,
+                "val_loss": 2.1 + val_loss_trend * e,
+                "val_top1": val,
+                "val_loss_raw": 2.1 + val_loss_trend * e,
+                "val_top1_raw": val,
+                "images_per_s": 100.0,
+                "epoch_seconds": 1.0,
+                "peak_memory_mb": 10.0,
+                "lr": 0.1,
+            }
+        )
     return rows
 
 
-def view(*, depth: int | tuple[int, ...] = 101, width: float = 1.0, resolution: int = 160,
-         budget: int = 350, rows: list[dict[str, Any]] | None = None, number: int = 7,
-         recipe: RecipeSpec | None = None, values: tuple[float, ...] = (80.0, 10.0)) -> TrialView:
+def view(
+    *,
+    depth: int | tuple[int, ...] = 101,
+    width: float = 1.0,
+    resolution: int = 160,
+    budget: int = 350,
+    rows: list[dict[str, Any]] | None = None,
+    number: int = 7,
+    recipe: RecipeSpec | None = None,
+    values: tuple[float, ...] = (80.0, 10.0),
+) -> TrialView:
     layout = NAMED_LAYOUTS[depth] if isinstance(depth, int) else depth
     arch = ArchSpec(layout=layout, width=width, resolution=resolution)
     recipe = recipe or RecipeSpec(epochs=budget, dropout=0.25, randaug_magnitude=10)
     rows = rows if rows is not None else curve(budget, gap=1.0)
-    return TrialView(number=number, candidate=Candidate(arch=arch, recipe=recipe), values=values,
-                     curve=tuple(rows), budget=budget)
+    return TrialView(
+        number=number,
+        candidate=Candidate(arch=arch, recipe=recipe),
+        values=values,
+        curve=tuple(rows),
+        budget=budget,
+    )
 
 
 # -- reading curves ----------------------------------------------------------------------------
@@ -209,9 +231,12 @@ def test_resolution_never_jumps_more_than_one_step() -> None:
 
 def test_resolution_bounded_by_the_published_family() -> None:
     assert {d: resolution_bound(NAMED_LAYOUTS[d]) for d in NAMED_LAYOUTS} == {
-        d: hi for d, (_, hi) in FAMILY_RESOLUTION.items()}
-    assert next_resolution(160, NAMED_LAYOUTS[50]) == (160, "resolution stays 160 (family bound "
-                                                         "160 px at depth 50)")
+        d: hi for d, (_, hi) in FAMILY_RESOLUTION.items()
+    }
+    assert next_resolution(160, NAMED_LAYOUTS[50]) == (
+        160,
+        "resolution stays 160 (family bound 160 px at depth 50)",
+    )
     # explicit small layouts: the RS-50 bound scaled by depth (26 layers -> 160*26/50 -> 80 px)
     assert resolution_bound((2, 2, 2, 2)) == 80
     assert resolution_bound((1, 1, 1, 1)) == 40
@@ -221,8 +246,14 @@ def test_scaled_family_from_rs50_tracks_the_published_family() -> None:
     family, stopped = scaled_family(view(depth=50, resolution=160, budget=350), 6)
     assert stopped is None
     got = [(p.candidate.arch.label, p.candidate.arch.resolution) for p in family]
-    assert got == [("101", 192), ("152", 224), ("200", 256), ("270", 256), ("350", 288),
-                   ("420", 320)]
+    assert got == [
+        ("101", 192),
+        ("152", 224),
+        ("200", 256),
+        ("270", 256),
+        ("350", 288),
+        ("420", 320),
+    ]
     for p in family:  # never above the family's resolution at that depth
         assert p.candidate.arch.resolution <= FAMILY_RESOLUTION[int(p.candidate.arch.label)][1]
     assert all(p.source_trial == 7 and p.rule == "depth" for p in family)
@@ -289,15 +320,19 @@ def test_weight_decay_drops_when_a_proposal_turns_regularization_on() -> None:
     assert (p.candidate.recipe.dropout, p.candidate.recipe.stochastic_depth) == (0.25, 0.1)
     assert p.candidate.recipe.randaug_layers == 0  # the rule does not turn RandAugment on
     assert p.candidate.recipe.weight_decay == 4e-5
-    assert p.reason.endswith("dropout 0→0.25, stochastic depth 0→0.1, weight decay 0.0001→4e-05 "
-                             "(label smoothing, dropout, stochastic depth on)")
+    assert p.reason.endswith(
+        "dropout 0→0.25, stochastic depth 0→0.1, weight decay 0.0001→4e-05 "
+        "(label smoothing, dropout, stochastic depth on)"
+    )
 
 
 def test_weight_decay_goes_up_without_other_regularizers() -> None:
-    recipe = RecipeSpec(epochs=10, dropout=0.0, label_smoothing=0.0, randaug_layers=0,
-                        weight_decay=4e-5)
-    (p,) = propose([view(depth=(1, 1, 1, 1), resolution=32, budget=10, recipe=recipe,
-                         rows=curve(10, gap=0.5))]).proposals
+    recipe = RecipeSpec(
+        epochs=10, dropout=0.0, label_smoothing=0.0, randaug_layers=0, weight_decay=4e-5
+    )
+    (p,) = propose(
+        [view(depth=(1, 1, 1, 1), resolution=32, budget=10, recipe=recipe, rows=curve(10, gap=0.5))]
+    ).proposals
     assert p.candidate.recipe.weight_decay == 1e-4
     assert "weight decay 4e-05→0.0001 (no other regularizer on)" in p.reason
 
@@ -311,8 +346,10 @@ def test_proposal_over_the_latency_limit_is_dropped_with_its_reason() -> None:
         blocks = sum(p.candidate.arch.layout)
         return Cost(latency_ms=0.1 * blocks * p.candidate.arch.width, source="test model")
 
-    views = [view(depth=152, resolution=256, budget=350, number=3),  # -> 200: 6.6 ms
-             view(depth=50, budget=350, number=4)]  # -> 101: 3.3 ms
+    views = [
+        view(depth=152, resolution=256, budget=350, number=3),  # -> 200: 6.6 ms
+        view(depth=50, budget=350, number=4),
+    ]  # -> 101: 3.3 ms
     result = propose(views, n=1, limits=Limits(max_latency_ms=5.0), cost_fn=cost)
     assert [p.source_trial for p in result.proposals] == [4]  # the next source fills the slot
     kept = result.proposals[0].cost
@@ -329,8 +366,9 @@ def test_memory_and_params_limits_and_unknown_costs() -> None:
     limits = Limits.from_mapping({"max_memory_mb": 100, "max_params_m": 50})
     heavy = propose(views, limits=limits, cost_fn=lambda p: Cost(memory_mb=120.0, params_m=63.6))
     assert heavy.proposals == ()
-    assert heavy.dropped[0].reason == ("peak memory 120 MB > max_memory_mb 100; "
-                                       "parameters 63.6 M > max_params_m 50")
+    assert heavy.dropped[0].reason == (
+        "peak memory 120 MB > max_memory_mb 100; parameters 63.6 M > max_params_m 50"
+    )
     unknown = propose(views, limits=limits, cost_fn=lambda p: Cost())
     assert len(unknown.proposals) == 1 and unknown.dropped == ()
 
@@ -340,8 +378,10 @@ def test_existing_candidates_are_not_proposed_again() -> None:
     first = propose([v]).proposals[0]
     again = propose([v, v], existing={first.candidate.key(): 12})
     assert again.proposals == ()
-    assert again.skipped == ("trial 7: depth 50→101 is already trial 12",
-                             "trial 7: depth 50→101 is already trial 12")
+    assert again.skipped == (
+        "trial 7: depth 50→101 is already trial 12",
+        "trial 7: depth 50→101 is already trial 12",
+    )
     twice = propose([v, v], n=2)
     assert len(twice.proposals) == 1 and "already proposed" in twice.skipped[0]
 
@@ -354,34 +394,56 @@ def test_proposals_stay_inside_the_space_when_it_has_room() -> None:
 
     space = load_space(RULES_SPACE)
     settings = RuleSettings(space=space)
-    recipe = RecipeSpec(epochs=12, batch_size=64, lr_per_256=0.4, weight_decay=5e-5,
-                        ema_decay=0.0, dropout=0.25, stochastic_depth=0.0, randaug_layers=2,
-                        randaug_magnitude=5, warmup_epochs=1)
+    recipe = RecipeSpec(
+        epochs=12,
+        batch_size=64,
+        lr_per_256=0.4,
+        weight_decay=5e-5,
+        ema_decay=0.0,
+        dropout=0.25,
+        stochastic_depth=0.0,
+        randaug_layers=2,
+        randaug_magnitude=5,
+        warmup_epochs=1,
+    )
     arch = ArchSpec(layout=(1, 1, 1, 1), width=0.25, resolution=32, num_classes=10)
-    source = TrialView(number=0, candidate=Candidate(arch=arch, recipe=recipe), values=(90.0, 1.0),
-                       curve=tuple(curve(12, gap=8.0)), budget=12)
+    source = TrialView(
+        number=0,
+        candidate=Candidate(arch=arch, recipe=recipe),
+        values=(90.0, 1.0),
+        curve=tuple(curve(12, gap=8.0)),
+        budget=12,
+    )
     (deep,) = propose([source], settings=settings).proposals
     assert deep.candidate.arch.layout == (1, 2, 2, 1)  # the space's next layout, not [2,2,2,2]
     assert deep.candidate.arch.resolution == 48  # one step of the space's 16-px grid
     assert space.violations(deep.candidate) == []
     # RA + LS + DO on: the rule wants 4e-5, the space offers 5e-5 or 2e-4 -> 5e-5 (unchanged)
     assert deep.candidate.recipe.weight_decay == 5e-5
-    assert deep.reason.endswith("weight decay stays 5e-05 (RandAugment, label smoothing, dropout "
-                                "on; the rule says 4e-05, the nearest the space allows is 5e-05)")
+    assert deep.reason.endswith(
+        "weight decay stays 5e-05 (RandAugment, label smoothing, dropout "
+        "on; the rule says 4e-05, the nearest the space allows is 5e-05)"
+    )
 
     short = dataclasses.replace(source, curve=tuple(curve(12, gap=0.5)))
     (wide,) = propose([short], settings=settings).proposals
     assert wide.rule == "width" and wide.candidate.arch.width == 0.375  # the space's step
     assert space.violations(wide.candidate) == []
 
-    plain = dataclasses.replace(source, candidate=Candidate(
-        arch=arch, recipe=dataclasses.replace(recipe, dropout=0.0, randaug_layers=0)))
+    plain = dataclasses.replace(
+        source,
+        candidate=Candidate(
+            arch=arch, recipe=dataclasses.replace(recipe, dropout=0.0, randaug_layers=0)
+        ),
+    )
     (p,) = propose([plain], settings=settings).proposals
     # wants 1e-4; 5e-5 and 2e-4 are equally far on a log scale: the rule moved up -> 2e-4
     assert p.candidate.recipe.weight_decay == 2e-4
-    assert p.reason.endswith("weight decay 5e-05→0.0002 (only label smoothing on, fewer than 3 "
-                             "regularizers; the rule says 0.0001, the nearest the space allows "
-                             "is 0.0002)")
+    assert p.reason.endswith(
+        "weight decay 5e-05→0.0002 (only label smoothing on, fewer than 3 "
+        "regularizers; the rule says 0.0001, the nearest the space allows "
+        "is 0.0002)"
+    )
 
 
 def test_out_of_space_depth_when_the_space_has_no_deeper_layout() -> None:
@@ -389,8 +451,13 @@ def test_out_of_space_depth_when_the_space_has_no_deeper_layout() -> None:
 
     space = load_space(RULES_SPACE)
     arch = ArchSpec(layout=(2, 2, 2, 2), width=0.5, resolution=48, num_classes=10)
-    v = TrialView(number=2, candidate=Candidate(arch=arch, recipe=RecipeSpec(epochs=12)),
-                  values=(95.0, 2.0), curve=tuple(curve(12, gap=9.0)), budget=12)
+    v = TrialView(
+        number=2,
+        candidate=Candidate(arch=arch, recipe=RecipeSpec(epochs=12)),
+        values=(95.0, 2.0),
+        curve=tuple(curve(12, gap=9.0)),
+        budget=12,
+    )
     (p,) = propose([v], settings=RuleSettings(space=space)).proposals
     assert p.candidate.arch.label == "50"
     assert any("arch.depth" in v for v in space.violations(p.candidate))
@@ -400,11 +467,13 @@ def test_out_of_space_depth_when_the_space_has_no_deeper_layout() -> None:
 
 
 def test_trial_view_from_an_optuna_trial() -> None:
-    cand = Candidate(arch=ArchSpec(layout=(1, 1, 1, 1), width=0.25, resolution=32),
-                     recipe=RecipeSpec(epochs=5))
+    cand = Candidate(
+        arch=ArchSpec(layout=(1, 1, 1, 1), width=0.25, resolution=32), recipe=RecipeSpec(epochs=5)
+    )
     rows = curve(5, gap=2.0)
-    trial = optuna.trial.create_trial(values=[91.0, 3.5], user_attrs={"candidate": cand.to_dict(),
-                                                                      "curve": rows})
+    trial = optuna.trial.create_trial(
+        values=[91.0, 3.5], user_attrs={"candidate": cand.to_dict(), "curve": rows}
+    )
     v = TrialView.from_trial(trial, budget=5)
     assert v is not None
     assert v.candidate == cand and v.values == (91.0, 3.5) and list(v.curve) == rows

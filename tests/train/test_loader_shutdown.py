@@ -31,7 +31,12 @@ SCRIPT = textwrap.dedent(
 
 def test_a_diverged_run_kept_as_an_exception_does_not_hold_the_process_at_exit() -> None:
     # Before the fix this process never exited (the timeout below fired).
-    proc = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert proc.stdout.strip() == "raised"
