@@ -27,7 +27,10 @@ QUICK = Protocol(
     min_time_s=0.0,
     busy_pause_s=0.0,
 )
-QUICK_ENV = "warmup_iters=2,warmup_s=0.02,rep_s=0.02,min_iters=3,min_repeats=2,max_repeats=2,min_time_s=0,busy_pause_s=0"
+QUICK_ENV = (
+    "warmup_iters=2,warmup_s=0.02,rep_s=0.02,min_iters=3,min_repeats=2,max_repeats=2,"
+    "min_time_s=0,busy_pause_s=0"
+)
 
 
 def tiny(
