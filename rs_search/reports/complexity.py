@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rs_search.reports.records import TrialRecord
 from rs_search.specs import ArchSpec
+from rs_search.study.record import TrialRecord
 
 
 def flops_scale(flops: Sequence[float]) -> tuple[float, str]:
@@ -114,7 +114,7 @@ def _correlation(
         x_label=x_label,
         y_label=y_label,
         arch_keys=tuple(keys),
-        labels=tuple(f"{archs[k].label} w{archs[k].width:g} r{archs[k].resolution}" for k in keys),
+        labels=tuple(archs[k].short_label for k in keys),
         x=tuple(xs),
         y=tuple(ys),
         spearman=spearman(xs, ys),

@@ -52,15 +52,16 @@ def serve(
     port: int,
     stop: threading.Event,
     on_ready: Callable[[str], None] = lambda address: None,
+    retry_seconds: float | None = None,
 ) -> None:
     """Serve optuna-dashboard for the storage at ``url`` on ``host:port`` until ``stop`` is set."""
     from optuna_dashboard import wsgi
 
-    from rs_search.search.storage import open_storage, sqlite_file_missing
+    from rs_search.study.storage import open_storage, sqlite_file_missing
 
     if sqlite_file_missing(url):
         raise StorageError(f"no study storage at {mask_url(url)}: the SQLite file does not exist")
-    storage = open_storage(url)
+    storage = open_storage(url, retry_seconds=retry_seconds)
     try:
         try:
             server = make_server(

@@ -51,12 +51,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from rs_search.space import Constraints
 from rs_search.specs import NAMED_LAYOUTS, Candidate, RecipeSpec, layout_label
 
 if TYPE_CHECKING:
-    from optuna.trial import FrozenTrial
-
     from rs_search.space import SearchSpace
+    from rs_search.study.record import TrialRecord
 
 __all__ = [
     "DEPTH_LADDER",
@@ -64,7 +64,6 @@ __all__ = [
     "WIDTH_GRID",
     "Cost",
     "Dropped",
-    "Limits",
     "Overfitting",
     "Proposal",
     "ProposalSet",
@@ -373,7 +372,7 @@ def _regularize(
 
 @dataclass(frozen=True, kw_only=True)
 class TrialView:
-    """What the rules read from one finished trial: built by :meth:`from_trial` or by hand."""
+    """What the rules read from one finished trial: built by :meth:`from_record` or by hand."""
 
     number: int
     candidate: Candidate
@@ -382,24 +381,18 @@ class TrialView:
     budget: int  # the study's full training length in epochs (--budget)
 
     @classmethod
-    def from_trial(cls, trial: FrozenTrial, *, budget: int) -> TrialView | None:
-        """None for a trial without a ``candidate`` user attribute (not an rs-search trial)."""
-        from rs_search.errors import SpecError
-
-        raw = trial.user_attrs.get("candidate")
-        if not isinstance(raw, Mapping):
+    def from_record(
+        cls, record: TrialRecord, *, budget: int, objectives: Sequence[str]
+    ) -> TrialView | None:
+        """None for a trial without a readable candidate (not an rs-search trial). ``values``
+        follow ``objectives``' order."""
+        if record.candidate is None:
             return None
-        try:
-            candidate = Candidate.from_dict(raw)
-        except SpecError:
-            return None
-        curve = trial.user_attrs.get("curve") or []
-        values = tuple(float(v) for v in trial.values) if trial.values is not None else None
         return cls(
-            number=trial.number,
-            candidate=candidate,
-            values=values,
-            curve=tuple(c for c in curve if isinstance(c, Mapping)),
+            number=record.number,
+            candidate=record.candidate,
+            values=None if record.values is None else record.point(objectives),
+            curve=record.curve,
             budget=budget,
         )
 
@@ -601,35 +594,10 @@ def scale_width(view: TrialView, why: str, settings: RuleSettings) -> Proposal |
 # -- limits ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """The study's hard limits (space ``constraints``); None: no limit."""
-
-    max_latency_ms: float | None = None
-    max_memory_mb: float | None = None
-    max_params_m: float | None = None
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> Limits:
-        data = data or {}
-        return cls(
-            **{
-                k: (None if data.get(k) is None else float(data[k]))
-                for k in ("max_latency_ms", "max_memory_mb", "max_params_m")
-            }
-        )
-
-    @property
-    def any(self) -> bool:
-        return any(
-            v is not None for v in (self.max_latency_ms, self.max_memory_mb, self.max_params_m)
-        )
-
-
 CostFn = Callable[[Proposal], Cost]
 
 
-def broken_limits(cost: Cost, limits: Limits) -> list[str]:
+def broken_limits(cost: Cost, limits: Constraints) -> list[str]:
     """Each limit ``cost`` breaks, in words; a cost left unknown breaks nothing."""
     checks = (
         ("latency", cost.latency_ms, limits.max_latency_ms, "ms", "max_latency_ms"),
@@ -644,7 +612,7 @@ def broken_limits(cost: Cost, limits: Limits) -> list[str]:
 
 
 def apply_limits(
-    proposals: Iterable[Proposal], limits: Limits, cost_fn: CostFn | None
+    proposals: Iterable[Proposal], limits: Constraints, cost_fn: CostFn | None
 ) -> tuple[list[Proposal], list[Dropped]]:
     """Attach each proposal's cost and drop those breaking a limit, with the reason.
 
@@ -676,7 +644,7 @@ def propose(
     *,
     n: int = 1,
     settings: RuleSettings | None = None,
-    limits: Limits | None = None,
+    limits: Constraints | None = None,
     cost_fn: CostFn | None = None,
     existing: Mapping[str, int] | None = None,
 ) -> ProposalSet:
@@ -687,7 +655,7 @@ def propose(
     one that breaks ``limits`` is dropped with the reason.
     """
     settings = settings or RuleSettings()
-    limits = limits or Limits()
+    limits = limits or Constraints()
     existing = existing or {}
     seen: set[str] = set()
     proposals: list[Proposal] = []

@@ -73,7 +73,7 @@ def test_worker_unknown_profile_lists_the_studys_own_target(
     err = capsys.readouterr().err
     assert "unknown hardware profile 'nope'" in err and "edge-b2" in err and "cpu-fp32-b1" in err
     assert _run(["latency-worker", "--study", "missing", "--storage", url]) == 2
-    assert "no study 'missing'" in capsys.readouterr().err
+    assert "study 'missing' not found" in capsys.readouterr().err
     # the study's target is the default profile; nothing to measure in an empty study
     assert _run(["latency-worker", "--study", "s", "--storage", url, "--once"]) == 0
     out = capsys.readouterr().out
