@@ -94,9 +94,11 @@ def dashboard(
     from rs_search.env import Environment
     from rs_search.reports.dashboard import LOOPBACK, serve
     from rs_search.storage.url import mask_url, resolve_storage_url
+    from rs_search.study.storage import open_existing_storage
 
     environment = Environment.from_environ()
     url = resolve_storage_url(storage)
+    rdb = open_existing_storage(url, retry_seconds=environment.storage_retry_s)
     stop = threading.Event()
     received: list[int] = []
 
@@ -118,15 +120,9 @@ def dashboard(
         sys.stdout.flush()
 
     try:
-        serve(
-            url,
-            host=host,
-            port=port,
-            stop=stop,
-            on_ready=ready,
-            retry_seconds=environment.storage_retry_s,
-        )
+        serve(rdb, host=host, port=port, stop=stop, on_ready=ready)
     finally:
+        rdb.engine.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     name = signal.Signals(received[0]).name if received else "stop"

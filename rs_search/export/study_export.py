@@ -77,12 +77,13 @@ def _origin(record: TrialRecord) -> str:
 
 
 def _versions() -> dict[str, str]:
-    import optuna
+    from importlib.metadata import version
+
     import torch
 
     from rs_search import __version__
 
-    return {"rs_search": __version__, "torch": str(torch.__version__), "optuna": optuna.__version__}
+    return {"rs_search": __version__, "torch": str(torch.__version__), "optuna": version("optuna")}
 
 
 def _metrics(

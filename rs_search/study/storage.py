@@ -424,6 +424,17 @@ def open_storage(
         raise storage_error(exc, url, "open study storage") from None
 
 
+def open_existing_storage(
+    storage: str | URL | None, *, retry_seconds: float | None = None
+) -> ResilientStorage:
+    """:func:`open_storage` for a reader of every study there (optuna-dashboard): a SQLite file
+    that does not exist is an error, not a new empty database."""
+    url = storage if isinstance(storage, URL) else resolve_storage_url(storage)
+    if sqlite_file_missing(url):
+        raise StorageError(f"no study storage at {mask_url(url)}: the SQLite file does not exist")
+    return open_storage(url, retry_seconds=retry_seconds)
+
+
 # -- looking studies up ------------------------------------------------------------------------
 
 
