@@ -12,13 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from rs_search.cli._common import HELP_STORAGE
+
 if TYPE_CHECKING:
     from rs_search.latency.profiles import HardwareProfile
-
-HELP_STORAGE = (
-    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-    "sqlite:///rs-search.db in the working directory)."
-)
 
 
 def register(app: typer.Typer) -> None:
@@ -96,12 +93,11 @@ def export(
         opened.close()
     for note in report.notes:
         err_console.print(f"note: {note}", soft_wrap=True)
-    for row in report.rows:
+    for row, config in zip(report.rows, report.configs, strict=True):
         extras = " ".join(x for x in (row.get("weights"), row.get("onnx")) if x)
         console.print(
-            f"trial {row['trial']}: {row['file']} ({row['depth']} w{row['width']:g} "
-            f"r{row['resolution']}, top-1 {_num(row.get('val_top1'))}, latency "
-            f"{_num(row.get('latency_ms'))} ms){' + ' + extras if extras else ''}",
+            f"trial {row['trial']}: {row['file']} ({config}, top-1 {_num(row.get('val_top1'))}, "
+            f"latency {_num(row.get('latency_ms'))} ms){' + ' + extras if extras else ''}",
             soft_wrap=True,
         )
     console.print(

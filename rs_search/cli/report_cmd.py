@@ -17,10 +17,7 @@ from typing import Annotated
 
 import typer
 
-HELP_STORAGE = (
-    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-    "sqlite:///rs-search.db in the working directory)."
-)
+from rs_search.cli._common import HELP_STORAGE
 
 StudyName = Annotated[str, typer.Option("--study", help="Study name.", show_default=False)]
 Storage = Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)]

@@ -12,12 +12,16 @@ from typing import Annotated
 
 import typer
 
-from rs_search.cli._common import console, err_console, print_table
+from rs_search.cli._common import HELP_STORAGE, console, err_console, print_table
 
-HELP_STORAGE = (
-    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-    "sqlite:///rs-search.db in the working directory)."
-)
+AutoScale = Annotated[
+    bool,
+    typer.Option(
+        "--auto-scale",
+        help="After each trial from the sampler, enqueue one candidate proposed by the "
+        "paper's scaling rules (see rs-search propose).",
+    ),
+]
 HELP_DEVICE = "auto (one worker per visible GPU, else the CPU), cpu, cuda or cuda:<index>."
 
 
@@ -150,15 +154,7 @@ def start(
             help="DataLoader processes per worker (default: the engine's choice).",
         ),
     ] = None,
-    auto_scale: Annotated[
-        bool,
-        typer.Option(
-            "--auto-scale",
-            help="After each trial from the "
-            "sampler, enqueue one candidate proposed by the "
-            "paper's scaling rules (see rs-search propose).",
-        ),
-    ] = False,
+    auto_scale: AutoScale = False,
 ) -> None:
     """Create (or resume) a study, print the compute estimate, run local workers, show progress,
     and print the Pareto front with the commands that export and report it."""
@@ -299,15 +295,7 @@ def worker(
             "--loader-workers", help="DataLoader processes per rank (default: the engine's choice)."
         ),
     ] = None,
-    auto_scale: Annotated[
-        bool,
-        typer.Option(
-            "--auto-scale",
-            help="After each trial from the "
-            "sampler, enqueue one candidate proposed by the "
-            "paper's scaling rules (see rs-search propose).",
-        ),
-    ] = False,
+    auto_scale: AutoScale = False,
     worker_index: Annotated[
         int | None,
         typer.Option(

@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from rs_search.cli._common import HELP_STORAGE
+
 if TYPE_CHECKING:
     from rs_search.selection.scaling import Cost, Proposal
 
-HELP_STORAGE = (
-    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-    "sqlite:///rs-search.db in the working directory)."
-)
 
 StudyName = Annotated[str, typer.Option("--study", help="Study name.", show_default=False)]
 Storage = Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)]

@@ -68,8 +68,9 @@ class NoFinishedTrial(RsSearchError):
 @dataclass(frozen=True, kw_only=True)
 class ExportReport:
     out: Path
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # the index rows, best hypervolume contribution first
     notes: list[str] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)  # each row's architecture, in words
 
 
 def _origin(record: TrialRecord) -> str:
@@ -171,6 +172,7 @@ def export_study(
     exported_at = datetime.now(UTC).isoformat(timespec="seconds")
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
+    configs: list[str] = []
     with staged_directory(out, overwrite=overwrite) as stage:
         for entry in entries:
             doc, row = _document(
@@ -218,8 +220,9 @@ def export_study(
             )
             (stage / row["file"]).write_text(text)
             rows.append(row)
+            configs.append(entry.record.label)
         _write_index(stage, rows)
-    return ExportReport(out=out, rows=rows, notes=notes)
+    return ExportReport(out=out, rows=rows, notes=notes, configs=configs)
 
 
 def _document(

@@ -51,6 +51,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from rs_search.models.family import FAMILY, FamilyMember
 from rs_search.space import Constraints
 from rs_search.specs import NAMED_LAYOUTS, Candidate, RecipeSpec, layout_label
 
@@ -99,23 +100,11 @@ WIDTH_GRID: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 """Width multipliers of the paper's scaling study (Sec. 7.1: widths 0.25x-2x)."""
 
 FAMILY_RESOLUTION: dict[int, tuple[int, int]] = {
-    50: (160, 160),
-    101: (160, 192),
-    152: (192, 256),
-    200: (256, 256),
-    270: (256, 256),
-    350: (256, 320),
-    420: (320, 320),
+    m.depth: (min(m.resolutions), max(m.resolutions)) for m in FAMILY.values()
 }
-"""(smallest, largest) resolution of each published model (reference yaml ``models``; official
-README table). The largest is the bound a depth step may grow the resolution to."""
+"""(smallest, largest) resolution of each published model (``rs_search.models.family.FAMILY``:
+the official README table). The largest is the bound a depth step may grow the resolution to."""
 
-# Published recipes (reference yaml ``models.*.variants[].recipe``).
-DROPOUT_LARGEST = 0.4  # RS-350 at 320 px and RS-420
-DROPOUT_DEFAULT = 0.25  # every other published model
-STOCHASTIC_DEPTH_DEEP = 0.1  # RS-200 and deeper; 0 for RS-50..152
-RANDAUG_SMALL = 10  # RS-50@160 and RS-101@160
-RANDAUG_LARGE = 15  # every other published model
 WEIGHT_DECAY_REGULARIZED = 4e-5  # reference yaml recipe_common.weight_decay
 WEIGHT_DECAY_PLAIN = 1e-4  # baseline ResNet (reference yaml baseline_resnet_value)
 
@@ -261,21 +250,35 @@ class Regularization:
     randaug_magnitude: int
 
 
+def published_member(layout: Sequence[int]) -> FamilyMember | None:
+    """The published model a layout is sized like: its own, else the deepest shallower one (as
+    :func:`resolution_bound` does); None below RS-50."""
+    depth = nominal_depth(layout)
+    members = [m for m in FAMILY.values() if m.depth <= depth]
+    return max(members, key=lambda m: m.depth) if members else None
+
+
 def published_regularization(layout: Sequence[int], resolution: int) -> Regularization | None:
     """The published recipe's regularization for a model of this size; None below RS-50 (no
     published recipe; the source trial's values are kept).
 
-    Reference yaml ``models``: dropout 0.25, 0.4 for RS-350@320 and RS-420; stochastic depth
-    0 for RS-50..152, 0.1 for RS-200+; RandAugment magnitude 10 for RS-50@160 and RS-101@160,
-    15 otherwise.
+    The values are ``rs_search.models.family.FAMILY``'s (the official configs: dropout 0.25,
+    0.4 for RS-350@320 and RS-420; stochastic depth 0 for RS-50..152, 0.1 for RS-200+;
+    RandAugment magnitude 10 for RS-50@160 and RS-101@160, 15 otherwise), read at
+    :func:`published_member` and at the largest of its published resolutions not above
+    ``resolution`` (the variant it has grown into; its smallest when it is below them all).
+    Which variant stands for an unpublished size is a project heuristic.
     """
-    depth = nominal_depth(layout)
-    if depth < 50:
+    member = published_member(layout)
+    if member is None:
         return None
-    dropout = DROPOUT_LARGEST if depth >= 350 and resolution >= 320 else DROPOUT_DEFAULT
-    sd = STOCHASTIC_DEPTH_DEEP if depth >= 200 else 0.0
-    magnitude = RANDAUG_SMALL if depth <= 101 and resolution <= 160 else RANDAUG_LARGE
-    return Regularization(dropout=dropout, stochastic_depth=sd, randaug_magnitude=magnitude)
+    reached = [r for r in member.resolutions if r <= resolution]
+    recipe = member.recipe_at(max(reached) if reached else min(member.resolutions))
+    return Regularization(
+        dropout=float(recipe["dropout"]),
+        stochastic_depth=float(recipe["stochastic_depth"]),
+        randaug_magnitude=int(recipe["randaug_magnitude"]),
+    )
 
 
 def active_regularizers(recipe: RecipeSpec) -> list[str]:
@@ -485,26 +488,16 @@ class RuleSettings:
 _LOG_SCALE = ("weight_decay", "lr_per_256")
 
 
-def _distance(name: str, value: Any, want: Any, *, up: bool) -> tuple[float, int]:
-    """Sort key for the option nearest ``want``; on a tie the one on the side the rule moved."""
-    if name in _LOG_SCALE and value > 0 and want > 0:
-        d = abs(math.log(value) - math.log(want))
-    else:
-        d = abs(value - want)
-    return (round(d, 9), 0 if (value > want) == up else 1)
-
-
 def fit_recipe(
     recipe: RecipeSpec, source: RecipeSpec, space: SearchSpace | None
 ) -> tuple[RecipeSpec, dict[str, Any]]:
-    """Recipe values the rules changed (against ``source``), fitted to what ``space`` allows: a
-    fixed value stays, a choice takes the nearest option (log scale for weight decay and LR; a
-    tie goes the way the rule moved), a range clamps and snaps to its step. Returns the recipe
-    and the fields that had to move (name -> the value the rule wanted)."""
+    """Recipe values the rules changed (against ``source``), fitted to what ``space`` allows
+    (``Domain.nearest``: a fixed value stays, a choice takes the nearest option, on a log scale
+    for weight decay and LR, a tie going the way the rule moved; a range clamps and snaps to its
+    step). Returns the recipe and the fields that had to move (name -> the value the rule
+    wanted)."""
     if space is None:
         return recipe, {}
-    from rs_search.space import Choice, Fixed, FloatRange, IntRange
-
     moved: dict[str, Any] = {}
     updates: dict[str, Any] = {}
     for name in ("dropout", "stochastic_depth", "randaug_magnitude", "weight_decay"):
@@ -517,20 +510,7 @@ def fit_recipe(
             continue
         if domain.contains(want):
             continue
-        got: Any
-        if isinstance(domain, Fixed):
-            got = domain.value
-        elif isinstance(domain, Choice):
-            got = min(domain.choices, key=lambda v: _distance(name, v, want, up=want > was))
-        elif isinstance(domain, IntRange | FloatRange):
-            low, high = domain.low, domain.high
-            got = min(max(want, low), high)
-            if domain.step:
-                got = low + round((got - low) / domain.step) * domain.step
-                got = int(got) if isinstance(domain, IntRange) else round(float(got), 10)
-        else:  # pragma: no cover - a new domain kind
-            continue
-        updates[name] = got
+        updates[name] = domain.nearest(want, log=name in _LOG_SCALE, prefer_higher=want > was)
         moved[name] = want
     return dataclasses.replace(recipe, **updates), moved
 

@@ -29,8 +29,6 @@ if TYPE_CHECKING:
 
 #: How each objective is named in words (hover text, tables).
 OBJECTIVE_WORDS = {"accuracy": "val top-1", "latency": "latency", "memory": "peak memory"}
-#: Unit of each objective's values (the space's objectives, DESIGN.md section 3).
-OBJECTIVE_UNITS = {"accuracy": "%", "latency": "ms", "memory": "MB"}
 
 
 def directions_of(objectives: Sequence[str]) -> tuple[str, ...]:
