@@ -7,13 +7,15 @@ Read with ``ast`` over ``rs_search/`` (nothing is imported):
    (``user_attrs.get("...")``, ``user_attrs["..."]``, ``"..." in user_attrs``,
    ``set_user_attr("...", ...)``, the same for system attributes): the names live in
    ``rs_search.study.attrs`` and a stored trial is read once, into a ``TrialRecord``;
-2. only the storage side of the study layer (``study/storage.py``, ``study/queue.py``) touches
-   Optuna's private names (``study._storage``, ``trial._trial_id``, ...);
+2. only the storage side of the study layer (``study/storage.py``, ``rdb.py``, ``queue.py``)
+   touches Optuna's private names (``study._storage``, ``trial._trial_id``, ...);
 3. ``selection/`` is pure: it imports nothing from ``search/``, the study layer's storage side,
    the CLI, or a database;
 4. ``selection/``, ``export/`` and ``reports/`` take records: they import neither Optuna nor the
    study layer's storage side, and never read trials off a study (``get_trials``);
-5. nothing below the CLI imports the CLI.
+5. the study layer imports nothing above it (the search, selection, export, reports, the CLI,
+   training or latency measurement): it is what they all stand on;
+6. nothing below the CLI imports the CLI.
 
 The checker is tested on small synthetic sources below, so each rule can fail.
 """
@@ -28,8 +30,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1] / "rs_search"
 
 STUDY_LAYER = "rs_search.study"
-STORAGE_SIDE = ("rs_search.study.storage", "rs_search.study.queue")
+STORAGE_SIDE = ("rs_search.study.storage", "rs_search.study.rdb", "rs_search.study.queue")
 TAKE_RECORDS = ("rs_search.selection", "rs_search.export", "rs_search.reports")
+ABOVE_STUDY = (
+    "rs_search.search",
+    "rs_search.selection",
+    "rs_search.export",
+    "rs_search.reports",
+    "rs_search.cli",
+    "rs_search.train",
+    "rs_search.latency",
+)
 ATTR_CONTAINERS = {"user_attrs", "system_attrs"}
 ATTR_SETTERS = {"set_user_attr", "set_system_attr", "set_trial_user_attr", "set_trial_system_attr"}
 # Optuna's private names the storage facade is allowed to use (Optuna 5.0).
@@ -107,6 +118,8 @@ def violations(module: str, source: str) -> list[str]:
             _within(imported, "optuna") or any(_within(imported, m) for m in STORAGE_SIDE)
         ):
             found.append(f"{module}:{line}: imports {imported} (this package takes records)")
+        if in_study and any(_within(imported, p) for p in ABOVE_STUDY):
+            found.append(f"{module}:{line}: the study layer imports {imported} (above it)")
         if not _within(module, "rs_search.cli") and _within(imported, "rs_search.cli"):
             found.append(f"{module}:{line}: imports the CLI ({imported})")
 
@@ -141,7 +154,7 @@ def violations(module: str, source: str) -> list[str]:
         if not in_storage_side and _attr_name(node) in OPTUNA_PRIVATE:
             found.append(
                 f"{module}:{node.lineno}: touches Optuna's private {_attr_name(node)} "
-                "(only rs_search.study.storage/queue may)"
+                "(only rs_search.study's storage side may)"
             )
         if takes_records and _attr_name(node) == "get_trials":
             found.append(f"{module}:{node.lineno}: reads trials off a study (take records)")
@@ -174,6 +187,7 @@ PLANTED = [
     ("rs_search.search.x", "def f(study):\n    return study._storage\n", "private _storage"),
     ("rs_search.study.read", "def f(t):\n    return t._trial_id\n", "private _trial_id"),
     ("rs_search.train.x", "from rs_search.cli import main\n", "imports the CLI"),
+    ("rs_search.study.read", "from rs_search.search import halving\n", "above it"),
 ]
 
 

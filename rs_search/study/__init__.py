@@ -7,9 +7,10 @@ Two sides:
   (``TrialRecord``, one typed reading of a stored trial; feasibility decided once) and ``read``
   (a study's facts and records: ``StudyInfo``, ``read_study``);
 - **storage** (the facade: the only code that touches Optuna's private names): ``storage``
-  (opening the one ``RDBStorage`` of a process with heartbeats at construction, the retry policy,
-  the error translator, study look-ups) and ``queue`` (claiming a waiting trial, seeds and budget
-  slots, proposals, handing an interrupted trial back).
+  (opening the one ``RDBStorage`` of a process with heartbeats at construction, study look-ups),
+  ``rdb`` (``ResilientStorage``: the retry policy and the error translator) and ``queue``
+  (claiming a waiting trial, seeds and budget slots, proposals, handing an interrupted trial
+  back).
 
 ``selection/``, ``export/`` and ``reports/`` take records; ``search/`` (the worker and ``start``)
 drives the storage side. Importing this package touches no database.

@@ -23,15 +23,14 @@ from sqlalchemy.exc import OperationalError
 
 from rs_search.errors import StorageError
 from rs_search.study.queue import fail_stale
-from rs_search.study.storage import (
+from rs_search.study.rdb import (
     CREATE_TOKEN,
     OPTUNA_VERSION,
     Heartbeat,
     ResilientStorage,
-    heartbeat_ages,
-    open_storage,
     storage_error,
 )
+from rs_search.study.storage import heartbeat_ages, open_storage
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
