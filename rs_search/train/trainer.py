@@ -266,17 +266,19 @@ class Trainer:
         net = build_model(
             self.candidate.arch, dropout=recipe.dropout, stochastic_depth=recipe.stochastic_depth
         )
+        self.model: nn.Module = net
         with self.out_of_memory_is_an_answer():
             net = net.to(device).to(memory_format=torch.channels_last)
             self.ema = build_ema(net, recipe)
+            if ctx.distributed:  # DDP allocates its gradient buckets here
+                ids = [device.index] if device.type == "cuda" else None
+                self.model = DistributedDataParallel(net, device_ids=ids)
+            else:
+                self.model = net
         self.optimizer = build_optimizer(net, recipe)
         self.scheduler = build_scheduler(
             self.optimizer, recipe, steps_per_epoch=self.steps_per_epoch
         )
-        self.model: nn.Module = net
-        if ctx.distributed:
-            ids = [device.index] if device.type == "cuda" else None
-            self.model = DistributedDataParallel(net, device_ids=ids)
         self.scaler = torch.amp.GradScaler("cuda") if self.amp == torch.float16 else None
 
     def _resume(self, out_dir: Path) -> None:
