@@ -162,17 +162,23 @@ def build_loaders(
         "persistent_workers": workers > 0,
         "worker_init_fn": ignore_sigterm if workers > 0 else None,
     }
+    # Each loader draws its iterators' base seed from a generator of its own: from torch's
+    # global one, creating an iterator shifted the dropout stream, so a run resumed mid-epoch
+    # (its iterator made anew) drew other dropout masks than the uninterrupted run. The base
+    # seed itself changes nothing: every image's augmentation is seeded by SeededItems.
     train_loader = DataLoader(
         SeededItems(source.train),
         batch_size=per_rank_batch,
         sampler=sampler,
         drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
         **common,
     )
     val_loader = DataLoader(
         source.val,
         batch_size=per_rank_batch * 2,
         sampler=ShardSampler(source.val_size, ctx),
+        generator=torch.Generator().manual_seed(seed),
         **common,
     )
     return train_loader, sampler, val_loader

@@ -102,8 +102,10 @@ def pets(tmp_path: Path) -> str:
 
 
 def opts(data: str, **kw: object) -> RunOptions:
-    """CPU, no progress display, no loader processes (the small folder decodes in a moment)."""
-    return RunOptions(data=data, device="cpu", progress=False, num_workers=0, **kw)  # type: ignore[arg-type]
+    """CPU, no progress display, no loader processes unless asked (the small folder decodes in
+    a moment)."""
+    options: dict[str, object] = {"device": "cpu", "progress": False, "num_workers": 0, **kw}
+    return RunOptions(data=data, **options)  # type: ignore[arg-type]
 
 
 def small(epochs: int = 3, **recipe: object) -> Candidate:
@@ -147,8 +149,14 @@ def test_on_epoch_false_stops_early(pets: str) -> None:
 
 
 @pytest.mark.slow
-def test_should_stop_checkpoints_mid_epoch_and_resume_finishes(pets: str, tmp_path: Path) -> None:
-    cand = small(epochs=2)
+@pytest.mark.parametrize("workers", [0, 1])  # in this process; one persistent loader process
+def test_should_stop_checkpoints_mid_epoch_and_resume_finishes(
+    pets: str, tmp_path: Path, workers: int
+) -> None:
+    """Interrupted at epoch 2 step 1 and resumed, the run ends where the uninterrupted one does:
+    the checkpoint carries the dropout stream, and creating the loader's iterator draws nothing
+    from it (each loader has its own generator)."""
+    cand = small(epochs=2, dropout=0.5)
     out = tmp_path / "run"
     calls = {"n": 0}
 
@@ -157,10 +165,19 @@ def test_should_stop_checkpoints_mid_epoch_and_resume_finishes(pets: str, tmp_pa
         return calls["n"] == 4  # epoch 1 has 3 steps: the 4th is epoch 2, step 1
 
     with pytest.raises(TrialInterrupted, match="epoch 2 step 1/3"):
-        train(cand, opts(pets, out_dir=out), should_stop=sigterm_after_four_steps)
+        train(
+            cand,
+            opts(pets, out_dir=out, num_workers=workers),
+            should_stop=sigterm_after_four_steps,
+        )
     assert [p.name for p in checkpoint_paths(out)][0] == "ckpt-0001-000001.pt"
-    done = train(cand, opts(pets, out_dir=out, resume=True))
+    done = train(cand, opts(pets, out_dir=out, resume=True, num_workers=workers))
     assert done.epochs_done == 2 and [m.epoch for m in done.curve] == [1, 2]
+    straight = train(cand, opts(pets, num_workers=workers))
+    for a, b in zip(straight.curve, done.curve, strict=True):
+        assert (a.train_loss, a.train_top1, a.val_loss, a.val_top1_raw) == pytest.approx(
+            (b.train_loss, b.train_top1, b.val_loss, b.val_top1_raw), rel=1e-6
+        )
 
 
 def test_existing_run_is_not_overwritten_without_resume(pets: str, tmp_path: Path) -> None:
