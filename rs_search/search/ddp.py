@@ -120,6 +120,8 @@ class BroadcastTrain:
 def _send(message: dict[str, Any] | None) -> None:
     import torch.distributed as dist
 
+    if message is None and not dist.is_initialized():
+        return  # the goodbye after a rank's failure ended the group: nobody is listening
     dist.broadcast_object_list([message], src=0)
 
 
@@ -159,7 +161,11 @@ def _follower(device: str, stop: Callable[[], bool], loader_workers: int | None)
                 should_stop=stop,
             )
         except (RsSearchError, TrialInterrupted):
-            pass  # rank 0 records the outcome; the group has left the trial together
+            import torch.distributed as dist
+
+            if not dist.is_initialized():  # a rank failed alone and the engine ended the group
+                raise
+            # rank 0 records the outcome; the group has left the trial together
 
 
 def main(argv: list[str] | None = None) -> int:
