@@ -137,7 +137,9 @@ def _init_group(device: str) -> tuple[int, int]:
     import torch
     import torch.distributed as dist
 
-    on_cuda = torch.cuda.is_available() and device != "cpu"
+    from rs_search.devices import parse_device
+
+    on_cuda = torch.cuda.is_available() and parse_device(device).type != "cpu"
     if on_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if on_cuda else "gloo", timeout=_TIMEOUT)

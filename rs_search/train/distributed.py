@@ -189,20 +189,22 @@ def failures_end_the_group(ctx: DistContext) -> Iterator[None]:
     """Run the body; an :class:`Agreed` error comes out as the error it carries. Under
     torch.distributed, any other error ends the group on every rank: this rank posts its reason
     and leaves; a rank whose collective broke because another posted raises ``RankFailed``."""
-    watch = _Watch() if ctx.distributed and ctx.backend == "nccl" else None
+    # Held from the start: after an abort the group, and torch's way to its store, are gone.
+    store = _store() if ctx.distributed else None
+    watch = _Watch(store) if store is not None and ctx.backend == "nccl" else None
     try:
         yield
     except Agreed as exc:
         raise exc.error.with_traceback(exc.__traceback__) from None
     except Exception as exc:
-        if not (ctx.distributed and dist.is_initialized()):
+        if store is None:
             raise
         if watch is not None:
             watch.stop()
-        peer = _posted_failure(ctx)
+        peer = _posted_failure(store, ctx)
         if peer is None:
-            _post_failure(ctx, exc)
-        _end_group(ctx)
+            _post_failure(store, ctx, exc)
+        _end_group(ctx.backend)
         if peer is not None:
             raise peer from None
         raise
@@ -211,25 +213,23 @@ def failures_end_the_group(ctx: DistContext) -> Iterator[None]:
             watch.stop()
 
 
-def _post_failure(ctx: DistContext, exc: Exception) -> None:
+def _post_failure(store: Any, ctx: DistContext, exc: Exception) -> None:
     code = exc.exit_code if isinstance(exc, RsSearchError) else 1
     lines = str(exc).strip().splitlines()
-    reason = (
-        lines[0]
-        if isinstance(exc, RsSearchError) and lines
-        else f"{type(exc).__name__}: {lines[0] if lines else ''}"
-    )
-    try:
-        _store().compare_set(_FAILED, "", f"{code}\n{ctx.rank}\n{reason[:500]}")
+    first = lines[0] if lines else ""
+    reason = first if isinstance(exc, RsSearchError) and first else f"{type(exc).__name__}: {first}"
+    try:  # the first failure posted stays: later ones are its consequences
+        store.compare_set(_FAILED, "", f"{code}\n{ctx.rank}\n{reason[:500]}")
     except Exception:  # noqa: BLE001 - the store is gone too: the peers fail without a reason
         pass
 
 
-def _posted_failure(ctx: DistContext) -> RankFailed | None:
+def _posted_failure(store: Any, ctx: DistContext) -> RankFailed | None:
+    """Another rank's posted failure, or None (none posted, or this rank's own)."""
     try:
-        if not _store().check([_FAILED]):
+        if not store.check([_FAILED]):
             return None
-        code, rank, reason = _store().get(_FAILED).decode().split("\n", 2)
+        code, rank, reason = store.get(_FAILED).decode().split("\n", 2)
     except Exception:  # noqa: BLE001 - no store, no posted reason
         return None
     if int(rank) == ctx.rank:
@@ -237,15 +237,17 @@ def _posted_failure(ctx: DistContext) -> RankFailed | None:
     return RankFailed(f"rank {rank} of {ctx.world_size} failed: {reason}", int(code))
 
 
-def _end_group(ctx: DistContext) -> None:
+def _end_group(backend: str | None) -> None:
     """Leave at once, no barrier: the others are not coming. NCCL communicators are aborted
     (destroying them would wait for the collectives the peers will never finish)."""
+    if not dist.is_initialized():
+        return
     try:
-        if ctx.backend == "nccl":
+        if backend == "nccl":
             dist.distributed_c10d._abort_process_group()
         else:
             dist.destroy_process_group()
-    except Exception:  # noqa: BLE001 - already torn down
+    except Exception:  # noqa: BLE001 - torn down meanwhile
         pass
 
 
@@ -254,7 +256,8 @@ class _Watch:
     for a posted failure and aborts this rank's communicators; the pending collective then
     raises in the main thread (gloo needs none of this: a closed socket fails it at once)."""
 
-    def __init__(self) -> None:
+    def __init__(self, store: Any) -> None:
+        self._store = store
         self._done = threading.Event()
         self._thread = threading.Thread(
             target=self._run, name="rs-search-failure-watch", daemon=True
@@ -262,14 +265,14 @@ class _Watch:
         self._thread.start()
 
     def _run(self) -> None:
-        store = _store()
         while not self._done.is_set():
             try:
-                store.wait([_FAILED], timedelta(seconds=1))
-            except Exception:  # noqa: BLE001 - the wait timed out: look again
+                self._store.wait([_FAILED], timedelta(seconds=1))
+            except Exception:  # noqa: BLE001 - the wait timed out (or the store is gone)
+                self._done.wait(0.1)  # no busy loop if the store fails at once
                 continue
             if not self._done.is_set():
-                _end_group(DistContext(backend="nccl"))
+                _end_group("nccl")
             return
 
     def stop(self) -> None:
@@ -295,6 +298,6 @@ def leave_group(timeout_s: float = 60.0) -> None:
         store.wait([_LEFT], timedelta(seconds=timeout_s))
     except Exception:  # noqa: BLE001 - a peer is gone or late: leave without it
         if nccl:
-            _end_group(DistContext(backend="nccl"))
+            _end_group("nccl")
             return
     dist.destroy_process_group()
