@@ -11,26 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from rs_search.cli.main import main
-
 from .conftest import candidate, error_lines, subprocess_env, write_candidate
-
-
-def run_main(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capfd.readouterr()
-    return code, out, err
+from .test_cli import assert_one_line_error, run_main
 
 
 def one_line(err: str) -> str:
-    lines = error_lines(err)
-    assert len(lines) == 1 and lines[0].startswith("error: "), err
-    assert "Traceback" not in err
-    return lines[0]
+    assert_one_line_error(err, "")
+    return error_lines(err)[0]
 
 
 @pytest.mark.parametrize(
