@@ -21,9 +21,10 @@ SQLite's write lock taken at ``BEGIN IMMEDIATE``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,7 +69,7 @@ class SchemaVersion:
         return f"{self.name} schema: {shown} (head {self.head}): {what}"
 
 
-def _state(current: str | None, head: str, known: list[str]) -> State:
+def _state(current: str | None, head: str, known: Sequence[str]) -> State:
     if current == head:
         return "current"
     if current is None:
@@ -90,14 +91,16 @@ def _script() -> Any:
     return ScriptDirectory(str(MIGRATIONS))
 
 
+@functools.cache
 def head_revision() -> str:
     head = _script().get_current_head()
     assert head is not None, "rs-search migrations have exactly one head"
     return str(head)
 
 
-def _known_revisions() -> list[str]:
-    return [str(r.revision) for r in _script().walk_revisions()]
+@functools.cache
+def _known_revisions() -> tuple[str, ...]:
+    return tuple(str(r.revision) for r in _script().walk_revisions())
 
 
 def _our_revision(conn: Connection) -> str | None:
@@ -189,6 +192,7 @@ def ensure_tables(engine: Engine) -> None:
                 current = head
     except SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+        # "permission denied for schema public": a worker role on a database nobody upgraded
         hint = " (run rs-search db upgrade as the database owner)" if "ermission" in reason else ""
         raise StorageError(
             f"cannot create rs-search tables in {mask_url(engine.url)}: {reason}{hint}"
@@ -234,8 +238,12 @@ def _upgrade_optuna(url: URL) -> None:
     import optuna
     from optuna.storages import RDBStorage
 
-    with make_engine(url, check=False).connect() as conn:
-        exists = inspect(conn).has_table("studies")
+    probe = make_engine(url, check=False)
+    try:
+        with probe.connect() as conn:
+            exists = inspect(conn).has_table("studies")
+    finally:
+        probe.dispose()
     raw = url.render_as_string(hide_password=False)
     kwargs = engine_kwargs(url)
     root = logging.getLogger()
