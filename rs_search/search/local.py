@@ -67,8 +67,14 @@ class LocalWorkers:
                 cmd.append("--auto-scale")
             if plan.timeout_s is not None:
                 cmd += ["--timeout", f"{int(plan.timeout_s)}s"]
-            if plan.loader_workers is not None:
-                cmd += ["--loader-workers", str(plan.loader_workers)]
+            loader_workers = plan.loader_workers
+            if loader_workers is None:  # this machine's CPUs shared among the workers started here
+                import torch
+
+                from rs_search.train.loader import default_workers
+
+                loader_workers = default_workers(torch.device(device), processes=plan.workers)
+            cmd += ["--loader-workers", str(loader_workers)]
             handle = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped
             procs.append(
                 subprocess.Popen(
