@@ -17,11 +17,13 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from rs_search.reports.status import STATES, study_status
@@ -105,6 +107,27 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> 
         time.sleep(0.2)
 
 
+def heartbeats(storage: str) -> tuple[datetime, dict[int, datetime]]:
+    """The database's clock and the last heartbeat of each RUNNING trial of the study, read from
+    Optuna's ``trial_heartbeats`` table (Optuna writes the database's ``now()`` there)."""
+    engine = sqlalchemy.create_engine(storage)
+    try:
+        with engine.connect() as conn:
+            now = conn.execute(sqlalchemy.text("SELECT now()::timestamp")).scalar_one()
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT t.number, h.heartbeat FROM trial_heartbeats h"
+                    " JOIN trials t ON t.trial_id = h.trial_id"
+                    " JOIN studies s ON s.study_id = t.study_id"
+                    " WHERE s.study_name = :study AND t.state = 'RUNNING'"
+                ),
+                {"study": STUDY},
+            ).all()
+    finally:
+        engine.dispose()
+    return now, {int(number): beat for number, beat in rows}
+
+
 @pytest.fixture
 def workers(
     postgres_url: str, tmp_path: Path
@@ -154,7 +177,15 @@ def test_status_matches_the_study_during_a_search(
     wait_for(lambda: len(list(gates.glob("running-*"))) == 2, "two workers to be training")
     running = sorted(int(p.name.split("-")[1]) for p in gates.glob("running-*"))
     pids = {int((gates / f"running-{n}").read_text()): n for n in running}
-    time.sleep(1.5)  # at least one heartbeat after the curve was written
+    # Each worker wrote its curve before its gate file: wait for a heartbeat of each running
+    # trial recorded after that (the database's clock on both sides).
+    written, _ = heartbeats(postgres_url)
+
+    def beat_since_written() -> bool:
+        _, beats = heartbeats(postgres_url)
+        return all(number in beats and beats[number] > written for number in running)
+
+    wait_for(beat_since_written, "a heartbeat of both running trials after their curves", 60)
 
     before = real_counts(postgres_url)
     status = status_json(postgres_url)
@@ -190,7 +221,12 @@ def test_status_matches_the_study_during_a_search(
     survivor = next(p for p in procs if p.poll() is None)
     os.kill(survivor.pid, signal.SIGKILL)
     survivor.wait(timeout=30)
-    time.sleep(GRACE + 1)
+
+    def stale() -> bool:
+        now, beats = heartbeats(postgres_url)
+        return (now - beats[running[1]]).total_seconds() > GRACE
+
+    wait_for(stale, f"trial {running[1]}'s heartbeat to be older than {GRACE} s", timeout=60)
     status = status_json(postgres_url)
     assert status["states"] == real_counts(postgres_url)
     assert status["states"]["RUNNING"] == 1
