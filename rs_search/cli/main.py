@@ -15,6 +15,7 @@ import typer
 
 from rs_search import __version__
 from rs_search.cli import (
+    bench_cmd,
     export_cmd,
     latency_cmd,
     models_cmd,
@@ -66,6 +67,7 @@ for _module in (
     select_cmd,
     export_cmd,
     report_cmd,
+    bench_cmd,
 ):
     _module.register(app)
 
