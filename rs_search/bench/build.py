@@ -325,6 +325,9 @@ def _one(
         listener.epoch(entry, row)
         return True
 
+    from rs_search.train.checkpoint import checkpoint_paths
+
+    resuming = folder.is_dir() and bool(checkpoint_paths(folder))
     started = time.monotonic()
     try:
         result = _train(
@@ -351,7 +354,7 @@ def _one(
             f"training {entry.label} returned {len(rows)} epochs of {header.budget_epochs}"
         )
     curve = Curve.from_rows(rows)
-    resumed = len(rows) - fresh
+    resumed = len(rows) - fresh if resuming else None  # 0: resumed inside epoch 1
     return replace(
         entry,
         status="done",
@@ -360,7 +363,7 @@ def _one(
         train=TrainInfo(
             seed=header.seed,
             seconds=sum(curve.epoch_seconds),
-            resumed_from_epoch=resumed if resumed > 0 else None,
+            resumed_from_epoch=resumed,
             finished_at=_now(),
         ),
     )

@@ -100,6 +100,32 @@ def test_killed_build_continues_where_it_stopped(tmp_path: Path) -> None:
     assert not work.exists()  # checkpoints and the latency cache are gone once it is complete
 
 
+@pytest.mark.slow
+def test_sigterm_checkpoints_and_exits_130_then_continues(tmp_path: Path) -> None:
+    out = tmp_path / "nano.jsonl"
+    env = cli_env(RS_SEARCH_PROGRESS="plain")
+    args = [*ARGS[:-1], "2epochs", "--out", str(out)]
+    proc = subprocess.Popen(
+        cli(*args), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    for line in proc.stderr:  # blocking reads until the first candidate is recorded
+        if line.startswith("recorded 1/4"):
+            proc.send_signal(signal.SIGTERM)  # the second one is starting or training
+            break
+    rest = proc.stderr.read()
+    assert proc.wait(timeout=300) == 130, rest[-2000:]
+    assert rest.count("error: stopped") == 1 and "run the same command again to continue" in rest
+    assert "Traceback" not in rest
+    before = {k: d for k, d in table_lines(out).items() if d["status"] == "done"}
+    assert 1 <= len(before) < 4
+    rerun = subprocess.run(cli(*args), env=env, capture_output=True, text=True, timeout=900)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    after = table_lines(out)
+    assert all(after[k] == d for k, d in before.items())
+    assert load_table(out).complete and len(load_table(out).done) == 4
+
+
 def test_a_second_build_of_the_same_table_is_refused(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
