@@ -16,6 +16,7 @@ import typer
 from rs_search import __version__
 from rs_search.cli import (
     bench_cmd,
+    db_cmd,
     export_cmd,
     latency_cmd,
     models_cmd,
@@ -68,6 +69,7 @@ for _module in (
     export_cmd,
     report_cmd,
     bench_cmd,
+    db_cmd,
 ):
     _module.register(app)
 
@@ -80,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        app(args=args, standalone_mode=False)
+        # Outside standalone mode click *returns* the code of a ``typer.Exit`` instead of exiting.
+        code = app(args=args, standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            sys.exit(code)
     except RsSearchError as exc:
         if debug:
             raise
