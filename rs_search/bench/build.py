@@ -225,6 +225,9 @@ def build_table(
             write_table(out, _stamped(table, clock))
             shutil.rmtree(work / entry.key, ignore_errors=True)
             listener.recorded(done, position, len(pending))
+    except TableInterrupted:
+        write_table(out, _stamped(table, clock))  # the time spent counts in "seconds"
+        raise
     finally:
         cache.close()
     write_table(out, _stamped(table, clock))

@@ -119,6 +119,9 @@ def test_sigterm_checkpoints_and_exits_130_then_continues(tmp_path: Path) -> Non
     assert "Traceback" not in rest
     before = {k: d for k, d in table_lines(out).items() if d["status"] == "done"}
     assert 1 <= len(before) < 4
+    header = json.loads(out.read_text().splitlines()[0])
+    recorded_train = sum(d["train"]["seconds"] for d in before.values())  # type: ignore[index]
+    assert header["seconds"]["wall"] > header["seconds"]["train"] >= recorded_train * 0.99
     rerun = subprocess.run(cli(*args), env=env, capture_output=True, text=True, timeout=900)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     after = table_lines(out)
