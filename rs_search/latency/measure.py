@@ -59,7 +59,7 @@ import torch
 from torch import nn
 
 import rs_search.models as _models  # looked up at call time: ``_models.build_model``
-from rs_search.errors import RsSearchError
+from rs_search.errors import RsSearchError, is_out_of_memory
 from rs_search.latency.memory import mb, resident_bytes, track_peak
 from rs_search.latency.profiles import HardwareProfile, device_name, torch_version
 from rs_search.latency.result import LatencyResult
@@ -181,7 +181,7 @@ def measure(
         try:
             timing, peak = _inference(arch, profile, device, protocol, progress)
         except Exception as exc:  # noqa: BLE001 - the candidate's failure is the answer
-            failure = ("oom" if _is_oom(exc) else "error", _reason(exc))
+            failure = ("oom" if is_out_of_memory(exc) else "error", _reason(exc))
         _free(device)  # after the except block: the traceback no longer holds the tensors
         if failure is not None:
             return LatencyResult(
@@ -194,7 +194,7 @@ def measure(
             try:
                 train_peak = _train_step_peak(arch, profile, device, batch)
             except Exception as exc:  # noqa: BLE001
-                kind = "out of memory" if _is_oom(exc) else _reason(exc)
+                kind = "out of memory" if is_out_of_memory(exc) else _reason(exc)
                 error = f"training step at batch {batch}: {kind}"
             _free(device)
     return LatencyResult(
@@ -531,21 +531,6 @@ def _cudnn_autotune(enabled: bool) -> Iterator[None]:
         yield
     finally:
         torch.backends.cudnn.benchmark = before
-
-
-def _is_oom(exc: BaseException) -> bool:
-    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc).lower()
-    return any(
-        s in text
-        for s in (
-            "out of memory",
-            "can't allocate memory",
-            "cannot allocate memory",
-            "not enough memory",
-        )
-    )
 
 
 def _reason(exc: BaseException) -> str:
