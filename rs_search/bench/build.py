@@ -144,13 +144,10 @@ def plan_table(
 
 
 def _train_device_name(device: str) -> str:
+    from rs_search.devices import resolve
     from rs_search.latency.profiles import device_name
 
-    if device == "auto":
-        import torch
-
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    return device_name(device)
+    return device_name(str(resolve(device)))
 
 
 # ---------------------------------------------------------------------------------- the build
@@ -382,21 +379,14 @@ def _train(
     on_epoch: Callable[[Any], bool],
     should_stop: Callable[[], bool],
 ) -> Any:
-    """The one call of the training engine (its signature is about to take an options object:
-    this is the line to change). ``resume=True`` on an empty folder is a fresh start."""
-    from rs_search.train.engine import train
+    """The one call of the training engine. ``resume=True`` on an empty folder is a fresh
+    start."""
+    from rs_search.train.engine import RunOptions, train
 
-    return train(
-        candidate,
-        data=data,
-        device=device,
-        out_dir=out_dir,
-        resume=True,
-        on_epoch=on_epoch,
-        should_stop=should_stop,
-        progress=False,
-        seed=seed,
+    options = RunOptions(
+        data=data, device=device, out_dir=out_dir, resume=True, progress=False, seed=seed
     )
+    return train(candidate, options, on_epoch=on_epoch, should_stop=should_stop)
 
 
 class _Silent:

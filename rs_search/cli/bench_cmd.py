@@ -63,7 +63,7 @@ def table_command(
         int, typer.Option("--seed", help="Seeds the draw and every candidate's training.")
     ] = 0,
     device: Annotated[
-        str, typer.Option("--device", help="Training device: auto | cpu | cuda | cuda:INDEX")
+        str, typer.Option("--device", help="Training device: auto | cpu | cuda | cuda:INDEX.")
     ] = "auto",
     work: Annotated[
         Path | None,
@@ -97,10 +97,12 @@ def table_command(
     """
     from rs_search.bench.build import default_work_dir, plan_table, table_lock
     from rs_search.budget import parse_budget
+    from rs_search.devices import parse_device
     from rs_search.space import load_space
     from rs_search.train.data import parse_data_spec
 
     parse_data_spec(data)
+    parse_device(device)
     epochs = parse_budget(budget).epochs
     parsed = load_space(space)
     with table_lock(work or default_work_dir(out), out):

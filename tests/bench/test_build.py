@@ -182,6 +182,7 @@ def test_a_table_made_with_other_settings_is_not_continued(
         (["--budget", "4"], "the unit is missing"),
         (["--data", "nowhere"], "unknown data source"),
         (["--space", "/nonexistent.yaml"], "cannot read space file"),
+        (["--device", "gpu"], "--device 'gpu': unknown device"),
     ],
 )
 def test_bad_flags_are_one_line(
@@ -190,7 +191,10 @@ def test_bad_flags_are_one_line(
     out = tmp_path / "t.jsonl"
     args = [*ARGS, "--out", str(out)]
     for flag, value in zip(argv[::2], argv[1::2], strict=True):
-        args[args.index(flag) + 1] = value
+        if flag in args:
+            args[args.index(flag) + 1] = value
+        else:
+            args += [flag, value]
     with pytest.raises(SystemExit) as info:
         main(args)
     assert info.value.code == 2
