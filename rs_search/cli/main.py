@@ -15,6 +15,7 @@ import typer
 
 from rs_search import __version__
 from rs_search.cli import (
+    bench_cmd,
     db_cmd,
     export_cmd,
     latency_cmd,
@@ -67,6 +68,7 @@ for _module in (
     select_cmd,
     export_cmd,
     report_cmd,
+    bench_cmd,
     db_cmd,
 ):
     _module.register(app)
