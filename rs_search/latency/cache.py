@@ -311,7 +311,8 @@ class LatencyCache:
 
         When another process holds the claim, waits for its figure (polling every ``poll_s``)
         until the claim goes stale, then takes it over; ``stop`` (a callable, e.g. the worker's
-        SIGTERM flag) ends the wait with ``TrialInterrupted`` within 0.1 s. A cached figure
+        SIGTERM flag) ends the wait with ``TrialInterrupted`` within 0.1 s, and a measurement of
+        its own between two repetitions (its claim is released). A cached figure
         without the training-step memory asked for is measured again.
         """
         from rs_search.latency.measure import measure
@@ -325,6 +326,7 @@ class LatencyCache:
                 train_step_memory=train_step_memory,
                 recipe_batch_size=recipe_batch_size,
                 progress=progress,
+                stop=stop,
             )
 
         worker = worker or default_worker_id()

@@ -42,6 +42,7 @@ from typing import Any
 
 import torch
 
+from rs_search.errors import TrialInterrupted
 from rs_search.latency.backends import free, is_oom, resolve_device, timing_backends
 from rs_search.latency.memory import mb, track_peak
 from rs_search.latency.passes import Pass, build, fit_batch, train_step
@@ -71,9 +72,13 @@ def measure(
     train_step_memory: bool = False,
     recipe_batch_size: int | None = None,
     progress: Callable[[str], None] | None = None,
+    stop: Callable[[], bool] | None = None,
 ) -> LatencyResult:
     """Latency and peak memory of ``arch`` on ``profile``, measured on ``device`` (``cpu``,
     ``cuda`` for the current GPU, ``cuda:<i>``; of the profile's type). See the module docstring.
+
+    ``stop`` (a worker's SIGTERM flag) is looked at between repetitions: once it is set the
+    measurement is abandoned with ``TrialInterrupted`` (nothing is returned or stored).
 
     ``train_step_memory``: also the peak memory of one SGD training step at
     ``recipe_batch_size`` images (default: the profile's batch size).
@@ -92,7 +97,10 @@ def measure(
     with timing_backends(profile, dev) as threads:
         failure: tuple[str, str] | None = None
         try:
-            timing, peak, batch = _time(arch, profile, dev, protocol, threads, progress)
+            timing, peak, batch = _time(arch, profile, dev, protocol, threads, progress, stop)
+        except TrialInterrupted:
+            free(dev)
+            raise
         except Exception as exc:  # noqa: BLE001 - the candidate's failure is the answer
             failure = ("oom" if is_oom(exc) else "error", _reason(exc))
         free(dev)  # after the except block: the traceback no longer holds the tensors
@@ -147,6 +155,7 @@ def _time(
     protocol: Protocol,
     threads: int | None,
     progress: Callable[[str], None] | None,
+    stop: Callable[[], bool] | None,
 ) -> tuple[Figure, float | None, int]:
     """The figure, the peak memory (MB) of one more pass, and the batch that was timed. A
     training step that runs out of memory anywhere (its first step, cuDNN's autotuning in the
@@ -156,7 +165,7 @@ def _time(
         timed = build(arch, profile, device, batch)
         sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else _no_sync
         with timed.context():
-            figure = _repetitions(timed, sync, device, protocol, threads, progress)
+            figure = _repetitions(timed, sync, device, protocol, threads, progress, stop)
         return figure, _peak(timed, device), batch
 
     def halved(batch: int, smaller: int) -> None:
@@ -179,6 +188,7 @@ def _repetitions(
     protocol: Protocol,
     threads: int | None,
     progress: Callable[[str], None] | None,
+    stop: Callable[[], bool] | None,
 ) -> Figure:
     clock = RunQueueClock()
     machine = MachineClock() if device.type == "cpu" else None
@@ -197,6 +207,8 @@ def _repetitions(
     reps: list[Repetition] = []
     timed_from = time.perf_counter()
     while True:
+        if stop is not None and stop():
+            raise TrialInterrupted("stopped while measuring latency")
         rep = _repetition(timed.run, sync, clock, machine, reference, n)
         reps.append(rep)
         line = window_note(reps, protocol)

@@ -88,16 +88,16 @@ def train_step(arch: ArchSpec, profile: HardwareProfile, device: torch.device, b
     dtype = DTYPES[profile.dtype]
 
     def step() -> None:
-        # Gradients are freed before the step and allocated by its backward, as in a training
-        # loop with ``zero_grad(set_to_none=True)``: they count in the step's peak memory.
-        optimizer.zero_grad(set_to_none=True)
+        # Gradients are allocated by the backward and freed after the update, as in a training
+        # loop with ``zero_grad(set_to_none=True)``: they count in the step's peak memory, not
+        # in what stays resident between steps.
         with torch.autocast(device.type, dtype=dtype, enabled=amp):
             loss = loss_fn(forward(images), labels)
         loss.backward()
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
 
     step()
-    optimizer.zero_grad(set_to_none=True)
     state = [t for s in optimizer.state.values() for t in s.values() if isinstance(t, torch.Tensor)]
     resident = resident_bytes([*model.parameters(), *model.buffers(), *state, images, labels])
     return Pass(run=step, batch=batch, resident=resident, grad=True)

@@ -248,3 +248,13 @@ def test_a_wait_for_another_process_ends_when_stopped(storage: str) -> None:
         assert not thread.is_alive(), "the wait ignored the stop flag"
         assert time.monotonic() - started < 2
         assert len(outcome) == 1 and isinstance(outcome[0], TrialInterrupted)
+
+
+def test_a_stopped_measurement_releases_its_claim(storage: str) -> None:
+    """SIGTERM during a worker's own measurement: abandoned between repetitions, the claim
+    deleted (another worker may take it at once), nothing stored."""
+    arch = tiny(resolution=24)
+    with LatencyCache(storage) as cache:
+        with pytest.raises(TrialInterrupted, match="stopped while measuring latency"):
+            cache.get_or_measure(arch, T1, device="cpu", protocol=QUICK, stop=lambda: True)
+        assert _rows(cache) == 0 and cache.holder(arch, T1) is None
