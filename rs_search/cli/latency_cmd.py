@@ -12,7 +12,11 @@
 from __future__ import annotations
 
 import json
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -94,7 +98,7 @@ def latency(
     if config is not None and sample is not None:
         raise RsSearchError("--sample goes with --space, not --config")
     protocol = protocol_for(Environment.from_environ())
-    with LatencyCache(resolve_storage_url(storage)) as cache:
+    with LatencyCache(resolve_storage_url(storage)) as cache, _sigterm_interrupts():
         if config is not None:
             _one(
                 config,
@@ -352,6 +356,21 @@ def latency_worker(
         f"{'stopped' if stats.interrupted or not once else 'finished'}: measured "
         f"{len(stats.measured)} ({counts})"
     )
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends a measurement as Ctrl-C does (``KeyboardInterrupt``), so the cache releases
+    its claim at once instead of leaving it to go stale (``claim_timeout_s``)."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _threads(threads: int | None) -> str:

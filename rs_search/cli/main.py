@@ -78,7 +78,13 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        app(args=args, standalone_mode=False)
+        # Non-standalone typer *returns* the exit code of a typer.Exit it caught, among them its
+        # Exit(130) for Ctrl-C / KeyboardInterrupt: exiting 0 then would hide the interruption.
+        code = app(args=args, standalone_mode=False)
+        if isinstance(code, int) and code != 0:
+            if code == 130:
+                typer.echo("interrupted", err=True)
+            sys.exit(code)
     except RsSearchError as exc:
         if debug:
             raise

@@ -190,3 +190,50 @@ def test_bad_flag_combinations(tmp_path: Path, capsys: pytest.CaptureFixture[str
     config = tmp_path / "c.yaml"
     config.write_text(CANDIDATE)
     assert _run(["latency", "--config", str(config), "--sample", "3"]) == 2
+
+
+@pytest.mark.slow
+def test_sigterm_releases_the_claim_of_a_measurement(tmp_path: Path) -> None:
+    """``rs-search latency`` stopped by SIGTERM mid-measurement exits 130 and leaves no claim
+    behind (another process would otherwise wait for it to go stale, 10 minutes)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sqlalchemy import create_engine, select
+
+    from rs_search.storage.tables import latency
+
+    config = tmp_path / "rs50.yaml"
+    config.write_text("arch: {depth: 50, resolution: 224}\nrecipe: {batch_size: 16}\n")
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RS_SEARCH_LATENCY_PROTOCOL": QUICK_ENV}
+    cmd = [sys.executable, "-m", "rs_search.cli.main", "latency", "--config", str(config)]
+    proc = subprocess.Popen(
+        [*cmd, "--hardware", "cpu-fp32-b16", "--storage", url],
+        env=env,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    assert proc.stderr is not None
+    assert proc.stderr.readline().startswith("measuring 50 w1 r224")
+    engine = create_engine(url)
+    try:
+        deadline = time.monotonic() + 60
+        states: list[str] = []
+        while not states and time.monotonic() < deadline:  # the claim follows the line at once
+            with engine.connect() as conn:
+                states = [r[0] for r in conn.execute(select(latency.c.state))]
+        assert states == ["claimed"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 130
+        assert "interrupted" in proc.stderr.read()
+        with engine.connect() as conn:
+            assert conn.execute(select(latency.c.state)).all() == []
+    finally:
+        engine.dispose()
+        if proc.poll() is None:
+            proc.kill()

@@ -128,3 +128,20 @@ def test_device_names() -> None:
             device_name("cuda")
     else:
         assert device_name("cuda:0") == torch.cuda.get_device_name(0)
+
+
+def test_a_space_target_with_a_bad_mode_names_the_key() -> None:
+    from rs_search.errors import SpaceError
+    from rs_search.space import parse_space
+
+    with pytest.raises(
+        SpaceError, match=r"target\.mode.*'training'; allowed: inference, train_step"
+    ):
+        parse_space(
+            {
+                "architecture": {"depth": [[1, 1, 1, 1]], "width": 0.25, "resolution": 32},
+                "recipe": {},
+                "objectives": {"accuracy": "maximize", "latency": "minimize"},
+                "target": {"name": "edge", "mode": "training"},
+            }
+        )
