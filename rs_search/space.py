@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from rs_search.devices import allowed, is_device
 from rs_search.errors import SpaceError, SpecError
 from rs_search.specs import NAMED_LAYOUTS, ArchSpec, Candidate, RecipeSpec, layout_for, layout_label
 
@@ -114,7 +115,6 @@ OBJECTIVES: dict[str, Direction] = {
 }
 CONSTRAINTS: tuple[str, ...] = ("max_latency_ms", "max_memory_mb", "max_params_m")
 DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 class _Invalid(Exception):
@@ -1003,8 +1003,8 @@ def _parse_target(raw: Any) -> TargetSpec:
             continue
         values[key] = _typed(value, _TARGET_KINDS[key], f"target.{key}")
     device = values.get("device", "cpu")
-    if not _DEVICE.match(device):
-        raise _Invalid("target.device", f"{device!r}; allowed: cpu, cuda, cuda:<index>")
+    if not is_device(device, allow_auto=False):
+        raise _Invalid("target.device", f"{device!r}; allowed: {allowed(allow_auto=False)}")
     if values.get("mode", "inference") not in _TARGET_MODES:
         raise _Invalid("target.mode", f"{values['mode']!r}; allowed: {', '.join(_TARGET_MODES)}")
     if values.get("dtype", "fp32") not in DTYPES:

@@ -15,6 +15,7 @@ import typer
 
 from rs_search import __version__
 from rs_search.cli import (
+    db_cmd,
     export_cmd,
     latency_cmd,
     models_cmd,
@@ -66,6 +67,7 @@ for _module in (
     select_cmd,
     export_cmd,
     report_cmd,
+    db_cmd,
 ):
     _module.register(app)
 
@@ -78,8 +80,8 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        # Non-standalone typer *returns* the exit code of a typer.Exit it caught, among them its
-        # Exit(130) for Ctrl-C / KeyboardInterrupt: exiting 0 then would hide the interruption.
+        # Outside standalone mode click *returns* the code of a ``typer.Exit`` instead of exiting
+        # (130 for Ctrl-C / KeyboardInterrupt, which typer turns into Exit(130)).
         code = app(args=args, standalone_mode=False)
         if isinstance(code, int) and code != 0:
             if code == 130:

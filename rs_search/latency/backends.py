@@ -22,17 +22,15 @@ before in the process (a training step, another architecture):
 from __future__ import annotations
 
 import gc
-import re
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 
 import torch
 from torch import nn
 
+from rs_search.devices import parse_device
 from rs_search.errors import RsSearchError
 from rs_search.latency.profiles import HardwareProfile
-
-_DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 
 
 def measuring_device(profile: HardwareProfile, worker_device: str, *, has_cuda: bool) -> str | None:
@@ -42,15 +40,12 @@ def measuring_device(profile: HardwareProfile, worker_device: str, *, has_cuda: 
     CPU profiles: ``cpu``. CUDA profiles: the worker's own GPU (``cuda:<i>``; ``cuda`` and
     ``auto`` mean the current one); None on a machine without CUDA and for a worker told to
     train on the CPU (it must not time on a GPU other workers may be training on)."""
-    if not _DEVICE.match(worker_device):
-        raise RsSearchError(
-            f"device {worker_device!r}: unknown; allowed: auto, cpu, cuda, cuda:<index>"
-        )
+    spec = parse_device(worker_device, where="device")
     if profile.device_type == "cpu":
         return "cpu"
-    if not has_cuda or worker_device == "cpu":
+    if not has_cuda or spec.type == "cpu":
         return None
-    return "cuda" if worker_device == "auto" else worker_device
+    return "cuda" if spec.type == "auto" else str(spec)
 
 
 def resolve_device(profile: HardwareProfile, device: str) -> torch.device:
@@ -58,9 +53,7 @@ def resolve_device(profile: HardwareProfile, device: str) -> torch.device:
 
     Its type must be the profile's; ``cuda`` without an index is the current CUDA device. A
     device this machine does not have is the caller's mistake (``RsSearchError``)."""
-    if not _DEVICE.match(device) or device == "auto":
-        raise RsSearchError(f"device {device!r}: unknown; allowed: cpu, cuda, cuda:<index>")
-    dev = torch.device(device)
+    dev = torch.device(str(parse_device(device, where="device", allow_auto=False)))
     if dev.type != profile.device_type:
         raise RsSearchError(
             f"hardware profile {profile.name!r} measures on {profile.device_type}, "
@@ -150,22 +143,6 @@ def compile_fresh(model: nn.Module, *, backend: str = "inductor") -> nn.Module:
     torch._dynamo.reset()
     compiled: nn.Module = torch.compile(model, backend=backend)  # type: ignore[assignment]
     return compiled
-
-
-def is_oom(exc: BaseException) -> bool:
-    """Whether ``exc`` says the device (or the host) ran out of memory."""
-    if isinstance(exc, torch.OutOfMemoryError | MemoryError):
-        return True
-    text = str(exc).lower()
-    return any(
-        s in text
-        for s in (
-            "out of memory",
-            "can't allocate memory",
-            "cannot allocate memory",
-            "not enough memory",
-        )
-    )
 
 
 def free(device: torch.device) -> None:

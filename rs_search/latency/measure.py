@@ -42,8 +42,8 @@ from typing import Any
 
 import torch
 
-from rs_search.errors import TrialInterrupted
-from rs_search.latency.backends import free, is_oom, resolve_device, timing_backends
+from rs_search.errors import TrialInterrupted, is_out_of_memory
+from rs_search.latency.backends import free, resolve_device, timing_backends
 from rs_search.latency.memory import mb, track_peak
 from rs_search.latency.passes import Pass, build, fit_batch, train_step
 from rs_search.latency.profiles import HardwareProfile, device_name, torch_version
@@ -102,7 +102,7 @@ def measure(
             free(dev)
             raise
         except Exception as exc:  # noqa: BLE001 - the candidate's failure is the answer
-            failure = ("oom" if is_oom(exc) else "error", _reason(exc))
+            failure = ("oom" if is_out_of_memory(exc) else "error", _reason(exc))
         free(dev)  # after the except block: the traceback no longer holds the tensors
         if failure is not None:
             return LatencyResult(
@@ -121,7 +121,7 @@ def measure(
             try:
                 train_peak = _peak(train_step(arch, profile, dev, at), dev)
             except Exception as exc:  # noqa: BLE001
-                why = "out of memory" if is_oom(exc) else _reason(exc)
+                why = "out of memory" if is_out_of_memory(exc) else _reason(exc)
                 error = f"training step at batch {at}: {why}"
             free(dev)
     return LatencyResult(

@@ -22,7 +22,8 @@ from typing import TypeVar
 import torch
 from torch import nn
 
-from rs_search.latency.backends import compile_fresh, free, is_oom
+from rs_search.errors import is_out_of_memory
+from rs_search.latency.backends import compile_fresh, free
 from rs_search.latency.memory import resident_bytes
 from rs_search.latency.profiles import HardwareProfile
 from rs_search.models import build_model
@@ -126,7 +127,7 @@ def fit_batch(
         try:
             return attempt(batch)
         except Exception as exc:
-            if not is_oom(exc) or i == len(batches) - 1:
+            if not is_out_of_memory(exc) or i == len(batches) - 1:
                 raise
         free(device)  # outside the except block: its traceback no longer holds the tensors
         if on_halve is not None:

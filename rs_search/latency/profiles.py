@@ -22,11 +22,11 @@ import hashlib
 import json
 import os
 import platform
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from rs_search.devices import allowed, is_device, parse_device
 from rs_search.errors import RsSearchError, SpecError
 
 DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
@@ -34,7 +34,6 @@ DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
 # momentum step in train mode ("train_step": the paper's latency; tensorflow/tpu
 # models/official/resnet/resnet_rs/README.md, "Benchmarking details").
 MODES: tuple[str, ...] = ("inference", "train_step")
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 class UnknownProfileError(RsSearchError):
@@ -68,8 +67,8 @@ class HardwareProfile:
         if self.mode not in MODES:
             raise SpecError(f"target.mode: {self.mode!r}; allowed: {', '.join(MODES)}")
         _check(self.device, str, "device")
-        if not _DEVICE.match(self.device):
-            raise SpecError(f"target.device: {self.device!r}; allowed: cpu, cuda, cuda:<index>")
+        if not is_device(self.device, allow_auto=False):
+            raise SpecError(f"target.device: {self.device!r}; allowed: {allowed(allow_auto=False)}")
         _check(self.batch_size, int, "batch_size")
         if self.batch_size < 1:
             raise SpecError(f"target.batch_size: {self.batch_size} must be >= 1")
@@ -90,7 +89,7 @@ class HardwareProfile:
     @property
     def device_type(self) -> str:
         """``cpu`` or ``cuda`` (the index stripped)."""
-        return self.device.split(":", 1)[0]
+        return parse_device(self.device, where="target.device", allow_auto=False).type
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -223,7 +222,8 @@ def device_name(device: str) -> str:
     default thread count it changes the figure as much as the model does.
     Raises ``RsSearchError`` for a CUDA device this machine does not have.
     """
-    if device == "cpu" or device.startswith("cpu:"):
+    spec = parse_device(device, where="device", allow_auto=False)
+    if spec.type == "cpu":
         return f"{cpu_model()} ({_cpu_count()} CPUs)"
     import torch
 
@@ -232,7 +232,7 @@ def device_name(device: str) -> str:
             f"device {device!r}: this machine has no CUDA device (torch "
             f"{torch.__version__}); measure on the hardware the profile names"
         )
-    index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
+    index = spec.index if spec.index is not None else torch.cuda.current_device()
     if index >= torch.cuda.device_count():
         raise RsSearchError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
     return str(torch.cuda.get_device_name(index))

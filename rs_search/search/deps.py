@@ -144,6 +144,8 @@ class LocalTrain:
     device: str = "auto"
     progress: bool = False
     num_workers: int | None = None
+    local_workers: int = 1  # search workers sharing this machine: the loader default divides by it
+    micro_batch: int | None = None
 
     def __call__(
         self,
@@ -155,17 +157,17 @@ class LocalTrain:
         on_epoch: Callable[[Any], bool] | None,
         should_stop: Callable[[], bool],
     ) -> Any:
-        from rs_search.train.engine import train
+        from rs_search.train.engine import RunOptions, train
 
-        return train(
-            candidate,
+        options = RunOptions(
             data=self.data,
             device=self.device,
             out_dir=out_dir,
             resume=resume,
-            on_epoch=on_epoch,
-            should_stop=should_stop,
             progress=self.progress,
             seed=seed,
             num_workers=self.num_workers,
+            local_workers=self.local_workers,
+            micro_batch=self.micro_batch,
         )
+        return train(candidate, options, on_epoch=on_epoch, should_stop=should_stop)
