@@ -82,9 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        # Outside standalone mode click *returns* the code of a ``typer.Exit`` instead of exiting.
+        # Outside standalone mode click *returns* the code of a ``typer.Exit`` instead of exiting
+        # (130 for Ctrl-C / KeyboardInterrupt, which typer turns into Exit(130)).
         code = app(args=args, standalone_mode=False)
         if isinstance(code, int) and code != 0:
+            if code == 130:
+                typer.echo("interrupted", err=True)
             sys.exit(code)
     except RsSearchError as exc:
         if debug:
