@@ -14,8 +14,14 @@ processes on a shared machine inflate far less than wall-clock time). The output
 model (``/proc/cpuinfo``), the torch thread count and the load average before and after.
 On CUDA the same is measured in fp32 and with bf16 autocast.
 
+Work. Before timing, one step of each model runs under a dispatch hook that counts the aten
+operators it dispatches (forward, backward, optimizer) and the bytes of the fresh tensors they
+return (every output that does not alias an input: what the allocator must hand out and the
+kernels must write). Those two figures do not depend on the load, so they compare the two
+implementations where the clock cannot.
+
     python benchmarks/throughput.py [--rounds 7] [--iters 2] [--warmup 2] [--threads N]
-                                    [--device auto]
+                                    [--batch 32] [--resolution 128] [--device auto]
 """
 
 from __future__ import annotations
@@ -27,16 +33,18 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from rs_search.latency.profiles import cpu_model
 from rs_search.models import resnetrs50
 from rs_search.specs import RecipeSpec
 from rs_search.train.recipe import build_criterion, build_optimizer
 
-RESOLUTION = 128
+RESOLUTION = 128  # defaults of --resolution and --batch
 BATCH = 32
 MODELS = ("ours", "timm")
 
@@ -81,18 +89,50 @@ def verdict(ratios: Sequence[float]) -> str:
     return "no difference beyond noise (the rounds' ratios straddle 1.0)"
 
 
+class _WorkCounter(TorchDispatchMode):
+    """aten operators dispatched and bytes of fresh (non-aliasing) tensors they return."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops = 0
+        self.fresh_bytes = 0
+
+    def __torch_dispatch__(
+        self,
+        func: Any,
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        out = func(*args, **(kwargs or {}))
+        self.ops += 1
+        outs = out if isinstance(out, tuple | list) else (out,)
+        for ret, tensor in zip(func._schema.returns, outs, strict=False):
+            if ret.alias_info is None and isinstance(tensor, torch.Tensor):
+                self.fresh_bytes += tensor.untyped_storage().nbytes()
+        return out
+
+
+def work_of(step: Callable[[], None]) -> tuple[int, int]:
+    """(aten operators, bytes of fresh tensors) of one call of ``step``."""
+    counter = _WorkCounter()
+    with counter:
+        step()
+    return counter.ops, counter.fresh_bytes
+
+
 def make_step(
-    model: nn.Module, device: torch.device, amp: torch.dtype | None
+    model: nn.Module, device: torch.device, amp: torch.dtype | None, batch: int, resolution: int
 ) -> Callable[[], None]:
     """One SGD training step on a fixed random batch (data loading is not measured)."""
-    recipe = RecipeSpec(batch_size=BATCH)
+    recipe = RecipeSpec(batch_size=batch)
     optimizer = build_optimizer(model, recipe)
     criterion = build_criterion(recipe)
     gen = torch.Generator().manual_seed(0)
-    images = torch.randn(BATCH, 3, RESOLUTION, RESOLUTION, generator=gen).to(
+    images = torch.randn(batch, 3, resolution, resolution, generator=gen).to(
         device, memory_format=torch.channels_last
     )
-    labels = torch.randint(0, 1000, (BATCH,), generator=gen).to(device)
+    labels = torch.randint(0, 1000, (batch,), generator=gen).to(device)
     model.train()
 
     def step() -> None:
@@ -108,7 +148,9 @@ def make_step(
     return step
 
 
-def timed(step: Callable[[], None], iters: int, device: torch.device) -> tuple[float, float]:
+def timed(
+    step: Callable[[], None], iters: int, batch: int, device: torch.device
+) -> tuple[float, float]:
     """(images per wall-clock second, images per CPU-second of this process) over ``iters``."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -117,7 +159,7 @@ def timed(step: Callable[[], None], iters: int, device: torch.device) -> tuple[f
         step()
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    images = BATCH * iters
+    images = batch * iters
     return images / (time.perf_counter() - wall), images / (time.process_time() - cpu)
 
 
@@ -143,19 +185,28 @@ def compare(device: torch.device, amp: torch.dtype | None, args: argparse.Namesp
     theirs = theirs.to(memory_format=torch.channels_last)
     n_ours = sum(p.numel() for p in ours.parameters())
     n_theirs = sum(p.numel() for p in theirs.parameters())
-    steps = {"ours": make_step(ours, device, amp), "timm": make_step(theirs, device, amp)}
+    size = (args.batch, args.resolution)
+    steps = {
+        "ours": make_step(ours, device, amp, *size),
+        "timm": make_step(theirs, device, amp, *size),
+    }
     for step in steps.values():  # warm-up: allocator, cuDNN autotuning, OpenMP pools
         for _ in range(args.warmup):
             step()
+    tag = f"[{device.type} {'bf16' if amp == torch.bfloat16 else 'fp32'}]"
+    for name in MODELS:
+        ops, fresh = work_of(steps[name])
+        print(
+            f"{tag} work per step {name:5s} {ops} aten ops, {fresh / 2**20:.1f} MiB fresh tensors"
+        )
     wall: dict[str, list[float]] = {name: [] for name in MODELS}
     cpu: dict[str, list[float]] = {name: [] for name in MODELS}
     for r in range(args.rounds):
         order = MODELS if r % 2 == 0 else MODELS[::-1]  # alternate who goes first
         for name in order:
-            w, c = timed(steps[name], args.iters, device)
+            w, c = timed(steps[name], args.iters, args.batch, device)
             wall[name].append(w)
             cpu[name].append(c)
-    tag = f"[{device.type} {'bf16' if amp == torch.bfloat16 else 'fp32'}]"
     print(f"{tag} params ours {n_ours / 1e6:.2f}M, timm {n_theirs / 1e6:.2f}M")
     series = [("wall-clock", wall)] + ([("CPU-time", cpu)] if device.type == "cpu" else [])
     ratio = 0.0
@@ -182,8 +233,10 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=2, help="timed steps per model per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--batch", type=int, default=BATCH, help=f"default {BATCH}")
+    parser.add_argument("--resolution", type=int, default=RESOLUTION, help=f"default {RESOLUTION}")
     args = parser.parse_args()
-    for key in ("rounds", "iters"):
+    for key in ("rounds", "iters", "batch", "resolution"):
         if getattr(args, key) < 1:
             parser.error(f"--{key}: {getattr(args, key)} is not allowed; it must be at least 1")
     if args.threads:
@@ -203,7 +256,7 @@ def main() -> None:
             f"{torch.get_num_threads()} torch threads"
         )
     print(
-        f"resnetrs50 training, {RESOLUTION} px, batch {BATCH}, channels_last, "
+        f"resnetrs50 training, {args.resolution} px, batch {args.batch}, channels_last, "
         f"{args.rounds} alternating rounds x {args.iters} steps after {args.warmup} warm-up steps"
     )
     compare(device, None, args)
