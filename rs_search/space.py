@@ -17,12 +17,19 @@ Format (every section but ``architecture`` is optional)::
              channels_last: true, compile: false, threads: null}
     seeds:                                 # evaluated first, e.g. published configs
       - {name: resnetrs50-160, arch: {depth: 50, resolution: 160}, recipe: {dropout: 0.25}}
+    sources:                               # optional: where a dimension's values come from
+      architecture: {width: "paper Sec. 7.1: widths 0.25x-2x"}
+      recipe: {dropout: "official configs: 0.25, 0.4 for the largest; 0-0.5 project heuristic"}
 
 A scalar is fixed, a list is a categorical choice (one element = fixed), a mapping
 ``{low, high, log?, step?}`` is a range: integer for integer fields, float for float fields.
 A bare ``depth: [2, 2, 2, 2]`` is ambiguous (four named depths or one layout?) and rejected; write
 ``[[2, 2, 2, 2]]``. Keys the file does not give take the ArchSpec/RecipeSpec defaults (the paper's
 values), so a parsed space always lists every parameter.
+
+``sources`` holds one line of provenance per ``architecture``/``recipe`` key (a paper section, a
+config file, or a project heuristic named as such); ``space check`` prints it. It labels the
+space, like ``name`` and ``description``: it is not part of the fingerprint.
 
 Optuna parameter names are ``arch.<key>`` and ``recipe.<key>``; a layout is stored as its label
 (``"50"`` or ``"2-2-2-2"``) because Optuna choices must be scalars. Parameters are suggested in
@@ -38,12 +45,13 @@ import json
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from rs_search.devices import allowed, is_device
 from rs_search.errors import SpaceError, SpecError
 from rs_search.specs import NAMED_LAYOUTS, ArchSpec, Candidate, RecipeSpec, layout_for, layout_label
 
@@ -94,7 +102,10 @@ SECTIONS: tuple[str, ...] = (
     "constraints",
     "target",
     "seeds",
+    "sources",
 )
+SOURCE_SECTIONS: dict[str, Section] = {"architecture": "arch", "recipe": "recipe"}
+_LABELS: tuple[str, ...] = ("name", "description", "seeds", "sources")  # not fingerprinted
 RANGE_KEYS: tuple[str, ...] = ("low", "high", "log", "step")
 Direction = Literal["maximize", "minimize"]
 OBJECTIVES: dict[str, Direction] = {
@@ -104,7 +115,6 @@ OBJECTIVES: dict[str, Direction] = {
 }
 CONSTRAINTS: tuple[str, ...] = ("max_latency_ms", "max_memory_mb", "max_params_m")
 DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 
 
 class _Invalid(Exception):
@@ -289,6 +299,7 @@ class Param:
     key: str
     kind: Kind
     domain: Domain
+    source: str | None = None  # where the values come from (the file's ``sources`` section)
 
     @property
     def name(self) -> str:
@@ -327,12 +338,14 @@ class TargetSpec:
     """The hardware profile latency and memory are measured on (DESIGN.md §3, "Latency")."""
 
     name: str
+    mode: str = "inference"  # inference | train_step (rs_search.latency.profiles.MODES)
     device: str = "cpu"
     batch_size: int = 1
     dtype: str = "fp32"
     channels_last: bool = False
     compile: bool = False
     threads: int | None = None  # None: torch's default thread count
+    device_name: str | None = None  # the hardware figures must come from; None: where measured
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -340,13 +353,16 @@ class TargetSpec:
 
 _TARGET_KINDS: dict[str, Kind] = {
     "name": "str",
+    "mode": "str",
     "device": "str",
     "batch_size": "int",
     "dtype": "str",
     "channels_last": "bool",
     "compile": "bool",
     "threads": "int",
+    "device_name": "str",
 }
+_TARGET_MODES = ("inference", "train_step")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -539,26 +555,29 @@ class SearchSpace:
         out["seeds"] = [
             {"name": s.name, "arch": s.arch.to_dict(), "recipe": dict(s.recipe)} for s in self.seeds
         ]
+        sources = {
+            name: {p.key: p.source for p in params if p.source is not None}
+            for name, params in (("architecture", self.architecture), ("recipe", self.recipe))
+        }
+        if any(sources.values()):
+            out["sources"] = {name: texts for name, texts in sources.items() if texts}
         return out
 
     def fingerprint(self) -> str:
         """Stable 16-hex-digit hash of what decides the search: architecture, recipe, objectives,
-        constraints and target. Name, description and seeds are left out: editing them changes
-        neither which candidates exist nor how they are scored."""
-        data = {
-            k: v for k, v in self.to_dict().items() if k not in ("name", "description", "seeds")
-        }
+        constraints and target. Name, description, seeds and sources are left out: editing them
+        changes neither which candidates exist nor how they are scored."""
+        data = {k: v for k, v in self.to_dict().items() if k not in _LABELS}
         blob = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def differences(self, other: SearchSpace) -> list[str]:
         """Human-readable ``path: old -> new`` lines for what differs in the fingerprinted parts."""
         mine, theirs = _flatten(self.to_dict()), _flatten(other.to_dict())
-        skip = ("name", "description", "seeds")
         return [
             f"{k}: {mine.get(k, '(absent)')} -> {theirs.get(k, '(absent)')}"
             for k in sorted(set(mine) | set(theirs))
-            if not k.startswith(skip) and mine.get(k) != theirs.get(k)
+            if not k.startswith(_LABELS) and mine.get(k) != theirs.get(k)
         ]
 
 
@@ -673,6 +692,9 @@ def _parse(data: Any, source: str) -> SearchSpace:
         raise _Invalid("architecture", "missing; every space says which architectures it searches")
     architecture = _parse_params(top["architecture"], "arch", "architecture")
     recipe = _parse_params(top.get("recipe") or {}, "recipe", "recipe")
+    sources = _parse_sources(top.get("sources"))
+    architecture = _with_sources(architecture, sources.get("architecture", {}))
+    recipe = _with_sources(recipe, sources.get("recipe", {}))
     return SearchSpace(
         name=_optional_str(top.get("name"), "name"),
         description=_optional_str(top.get("description"), "description"),
@@ -894,6 +916,41 @@ def _check_range(low: Any, high: Any, step: Any, log: bool, path: str) -> None:
         )
 
 
+# -- sources -----------------------------------------------------------------------------------
+
+
+def _parse_sources(raw: Any) -> dict[str, dict[str, str]]:
+    """``sources: {architecture: {key: text}, recipe: {key: text}}``, keys checked like the
+    sections they annotate (``layout`` is ``depth`` here too)."""
+    if raw is None:
+        return {}
+    sections = ", ".join(SOURCE_SECTIONS)
+    data = _mapping(raw, "sources", f"a mapping with {sections}, each a mapping of key: text")
+    _known_keys(data, tuple(SOURCE_SECTIONS), "sources")
+    out: dict[str, dict[str, str]] = {}
+    for name, section_raw in data.items():
+        kinds = ARCH_KINDS if SOURCE_SECTIONS[name] == "arch" else RECIPE_KINDS
+        path = f"sources.{name}"
+        entries = dict(_mapping(section_raw, path, f"a mapping of {', '.join(kinds)} to text"))
+        if name == "architecture" and "layout" in entries:
+            if "depth" in entries:
+                raise _Invalid(f"{path}.layout", "give either depth or layout, not both")
+            entries["depth"] = entries.pop("layout")
+        _known_keys(entries, list(kinds), path)
+        for key, text in entries.items():
+            if not isinstance(text, str) or not text.strip():
+                raise _Invalid(
+                    f"{path}.{key}",
+                    f"expected text saying where the values come from, got {_type_word(text)}",
+                )
+        out[name] = {key: text.strip() for key, text in entries.items()}
+    return out
+
+
+def _with_sources(params: tuple[Param, ...], texts: Mapping[str, str]) -> tuple[Param, ...]:
+    return tuple(replace(p, source=texts.get(p.key)) for p in params)
+
+
 # -- objectives, constraints, target -----------------------------------------------------------
 
 
@@ -942,12 +999,14 @@ def _parse_target(raw: Any) -> TargetSpec:
     _known_keys(data, list(_TARGET_KINDS), "target")
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "threads" and value is None:
+        if key in ("threads", "device_name") and value is None:
             continue
         values[key] = _typed(value, _TARGET_KINDS[key], f"target.{key}")
     device = values.get("device", "cpu")
-    if not _DEVICE.match(device):
-        raise _Invalid("target.device", f"{device!r}; allowed: cpu, cuda, cuda:<index>")
+    if not is_device(device, allow_auto=False):
+        raise _Invalid("target.device", f"{device!r}; allowed: {allowed(allow_auto=False)}")
+    if values.get("mode", "inference") not in _TARGET_MODES:
+        raise _Invalid("target.mode", f"{values['mode']!r}; allowed: {', '.join(_TARGET_MODES)}")
     if values.get("dtype", "fp32") not in DTYPES:
         raise _Invalid("target.dtype", f"{values['dtype']!r}; allowed: {', '.join(DTYPES)}")
     for key in ("batch_size", "threads"):

@@ -268,6 +268,41 @@ MALFORMED: list[tuple[str, str, str]] = [
     ("", "the file is empty", "architecture"),
     ("just text\n", "expected a mapping with sections", "text 'just text'"),
     ("architecture: {depth: 50}\n1: 2\n", "key 1 is not a name", "mapping"),
+    (
+        "architecture: {depth: 50}\nsources: [paper]\n",
+        "sources: expected a mapping with architecture, recipe",
+        "got a list",
+    ),
+    (
+        "architecture: {depth: 50}\nsources: {arch: {width: paper}}\n",
+        "sources.arch: unknown key",
+        "allowed: architecture, recipe",
+    ),
+    (
+        "architecture: {depth: 50}\nsources: {architecture: {widht: paper}}\n",
+        "sources.architecture.widht: unknown key",
+        "allowed: depth, width",
+    ),
+    (
+        "architecture: {depth: 50}\nsources: {recipe: {epochs: paper}}\n",
+        "sources.recipe.epochs: unknown key",
+        "allowed: batch_size",
+    ),
+    (
+        "architecture: {depth: 50}\nsources: {recipe: {dropout: 0.25}}\n",
+        "sources.recipe.dropout: expected text saying where the values come from",
+        "float 0.25",
+    ),
+    (
+        "architecture: {depth: 50}\nsources: {architecture: {width: ' '}}\n",
+        "sources.architecture.width: expected text",
+        "text ' '",
+    ),
+    (
+        "architecture: {depth: 50}\nsources: {architecture: {depth: a, layout: b}}\n",
+        "sources.architecture.layout: give either depth or layout",
+        "not both",
+    ),
 ]
 
 
@@ -517,7 +552,7 @@ def test_seed_params_rejects_a_candidate_outside_the_space() -> None:
 
 
 def test_distinct_architectures_of_the_shipped_spaces() -> None:
-    assert load_space(SPACES / "resnet_rs.yaml").distinct_architectures() == 7 * 7 * 7
+    assert load_space(SPACES / "resnet_rs.yaml").distinct_architectures() == 9 * 8 * 11
     assert load_space(SPACES / "quickstart.yaml").distinct_architectures() == 3 * 4 * 6
     tiny = load_space(SPACES / "tiny.yaml")
     assert tiny.distinct_architectures() == 8
@@ -577,10 +612,18 @@ def test_fingerprint_follows_the_search_not_the_labels(tmp_path: Path) -> None:
 
 
 def test_resnet_rs_space_is_the_papers() -> None:
+    """The grid of the paper's scaling study (Sec. 7.1: widths 0.25x-2x, depths from 26, images
+    128-448 px, as quoted in ../shared/reference/resnet_rs.yaml `scaling_rules.study_grid_note`)
+    around the published family."""
     space = load_space(SPACES / "resnet_rs.yaml")
-    assert space.param("arch.depth").domain.values() == tuple(str(d) for d in NAMED_LAYOUTS)
-    assert space.param("arch.width").domain.values() == (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
-    assert space.param("arch.resolution").domain.values() == (128, 160, 192, 224, 256, 288, 320)
+    assert space.param("arch.depth").domain.values() == ("1-1-1-1", "2-2-2-2") + tuple(
+        str(d) for d in NAMED_LAYOUTS
+    )
+    widths = space.param("arch.width").domain.values()
+    assert widths == (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0)
+    resolutions = space.param("arch.resolution").domain.values()
+    assert resolutions == tuple(range(128, 449, 32))
+    assert {128, 160, 224, 320, 448} <= set(resolutions)
     fixed = space.fixed_params()
     assert (
         fixed["arch.se_ratio"] == 0.25
@@ -590,6 +633,60 @@ def test_resnet_rs_space_is_the_papers() -> None:
     assert fixed["recipe.lr_per_256"] == 0.1 and fixed["recipe.label_smoothing"] == 0.1
     assert fixed["recipe.ema_decay"] == 0.9999 and fixed["recipe.batch_size"] == 4096
     assert space.target.device == "cuda" and space.target.dtype == "bf16"
+
+
+def test_resnet_rs_regularization_ranges_surround_the_published_recipes() -> None:
+    """Every published value is inside its range and the range reaches past it on both sides
+    (published values: PUBLISHED above; weight decay 1e-4 / 4e-5, reference recipe_common)."""
+    space = load_space(SPACES / "resnet_rs.yaml")
+    published = {
+        "recipe.dropout": {v[0] for v in PUBLISHED.values()},
+        "recipe.stochastic_depth": {v[1] for v in PUBLISHED.values()},
+        "recipe.randaug_magnitude": {v[2] for v in PUBLISHED.values()},
+        "recipe.weight_decay": {4e-5, 1e-4},
+    }
+    for name, values in published.items():
+        domain = space.param(name).domain
+        assert all(domain.contains(v) for v in values), name
+        low, high = domain.low, domain.high  # type: ignore[union-attr]
+        assert low <= min(values) and high > max(values), name
+        if min(values) > 0:
+            assert low < min(values), name
+
+
+def test_resnet_rs_space_says_where_every_parameter_comes_from() -> None:
+    space = load_space(SPACES / "resnet_rs.yaml")
+    assert all(p.source for p in space.params), [p.name for p in space.params if not p.source]
+    assert "Sec. 7.1" in (space.param("arch.width").source or "")
+    assert "Sec. 7.1" in (space.param("arch.depth").source or "")
+    # A range wider than what the paper or the official configs give says which part is ours.
+    for p in space.searched_params():
+        if p.name not in ("arch.depth", "arch.resolution"):
+            assert "project heuristic" in (p.source or ""), p.name
+
+
+def test_sources_label_parameters_without_changing_the_search(tmp_path: Path) -> None:
+    text = BASE + (
+        "sources:\n"
+        "  architecture: {width: paper Sec. 7.1, layout: official configs}\n"
+        "  recipe: {dropout: '  project heuristic  ', lr_per_256: official configs}\n"
+    )
+    cited = load_space(_space_file(tmp_path, text))
+    plain = load_space(_space_file(tmp_path, BASE))
+    assert cited.param("arch.width").source == "paper Sec. 7.1"
+    assert cited.param("arch.depth").source == "official configs"  # layout is depth's alias
+    assert cited.param("recipe.dropout").source == "project heuristic"
+    assert cited.param("recipe.lr_per_256").source == "official configs"  # a fixed default
+    assert cited.param("arch.resolution").source is None
+    assert cited.fingerprint() == plain.fingerprint() and cited.differences(plain) == []
+    assert cited != plain
+    data = cited.to_dict()
+    assert data["sources"] == {
+        "architecture": {"depth": "official configs", "width": "paper Sec. 7.1"},
+        "recipe": {"lr_per_256": "official configs", "dropout": "project heuristic"},
+    }
+    assert SearchSpace.from_dict(data) == cited
+    assert "sources" not in plain.to_dict()
 
 
 def test_resnet_rs_seeds_are_the_published_models() -> None:

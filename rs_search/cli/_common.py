@@ -79,5 +79,10 @@ def fmt_giga(count: int) -> str:
 
 
 def fmt_flops(count: int) -> str:
-    """``511 G`` / ``113 M``: three significant digits in the unit that keeps them readable."""
-    return f"{count / 1e9:.3g} G" if count >= 1e9 else f"{count / 1e6:.3g} M"
+    """``1.02 T`` / ``511 G`` / ``113 M``: three significant digits in the unit that keeps them
+    readable (the switch sits where rounding would print ``1e+03``)."""
+    if count >= 999.5e9:
+        return f"{count / 1e12:.3g} T"
+    if count >= 999.5e6:
+        return f"{count / 1e9:.3g} G"
+    return f"{count / 1e6:.3g} M"

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from rs_search.cli._common import (
     console,
@@ -50,8 +51,9 @@ def check(
 ) -> None:
     """Validate a space file and show its parameters, architectures and cost range.
 
-    Prints every parameter with its domain, the number of distinct architectures, the range of
-    parameters and FLOPs the space spans, objectives, constraints, target hardware and seeds.
+    Prints every parameter with its domain and, where the file's sources: section gives it,
+    where its values come from; the number of distinct architectures, the range of parameters
+    and FLOPs the space spans, objectives, constraints, target hardware and seeds.
     A bad file exits with status 2 and one line naming the file, the key path and what is allowed.
 
     Example: rs-search space check spaces/quickstart.yaml
@@ -59,6 +61,7 @@ def check(
     space = load_space(file)
     _print_header(space)
     _print_params(space)
+    _print_sources(space)
     _print_architectures(space, complexity=complexity)
     _print_study_settings(space)
 
@@ -126,10 +129,13 @@ def sample(
 
 
 def _print_header(space: SearchSpace) -> None:
-    name = f" ({space.name})" if space.name else ""
-    console.print(f"[bold]{space.source}[/bold]{name}: valid, fingerprint {space.fingerprint()}")
+    # Text from the file is printed escaped: "[red]" in a description is not markup.
+    name = f" ({escape(space.name)})" if space.name else ""
+    console.print(
+        f"[bold]{escape(space.source)}[/bold]{name}: valid, fingerprint {space.fingerprint()}"
+    )
     if space.description:
-        console.print(space.description)
+        console.print(escape(space.description))
 
 
 def _print_params(space: SearchSpace) -> None:
@@ -143,6 +149,18 @@ def _print_params(space: SearchSpace) -> None:
         rows,
         right=("values",),
     )
+
+
+def _print_sources(space: SearchSpace) -> None:
+    cited = [p for p in space.params if p.source]
+    if not cited:
+        return
+    console.print("Sources (where each parameter's values come from):")
+    for p in cited:
+        console.print(f"  {p.name}: {escape(p.source or '')}")
+    missing = [p.name for p in space.searched_params() if not p.source]
+    if missing:
+        console.print(f"  no source given for: {', '.join(missing)}")
 
 
 def _print_architectures(space: SearchSpace, *, complexity: bool) -> None:
@@ -210,12 +228,16 @@ def _print_study_settings(space: SearchSpace) -> None:
     console.print(
         "Constraints: " + (", ".join(f"{k} = {v:g}" for k, v in limits.items()) or "none")
     )
+    from rich.markup import escape
+
     t = space.target
     console.print(
-        f"Target: {t.name}: {t.device}, batch {t.batch_size}, {t.dtype}, "
+        f"Target: {t.name}: {t.mode.replace('_', ' ')}, {t.device}, batch {t.batch_size}, "
+        f"{t.dtype}, "
         f"{'channels_last' if t.channels_last else 'contiguous'}, "
         f"{'compiled' if t.compile else 'eager'}, "
         f"threads {t.threads if t.threads is not None else 'default'}"
+        + (f", on {escape(t.device_name)}" if t.device_name else "")
     )
     if not space.seeds:
         console.print("Seeds: none")
@@ -225,4 +247,4 @@ def _print_study_settings(space: SearchSpace) -> None:
         values = ", ".join(
             f"{k.split('.', 1)[1]} {_num(v)}" for k, v in space.seed_params(s).items()
         )
-        console.print(f"  {s.name}: {values}")
+        console.print(f"  {escape(s.name)}: {values}")

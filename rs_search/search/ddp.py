@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -54,6 +55,8 @@ def launch(
         "torch.distributed.run",
         "--standalone",
         f"--nproc_per_node={nproc}",
+        # SIGTERM is the ranks' own business (see _forward_sigterm); torchrun keeps the others.
+        "--signals-to-handle=SIGINT,SIGHUP,SIGQUIT",
         "-m",
         "rs_search.search.ddp",
         "--study",
@@ -74,12 +77,60 @@ def launch(
         "RS_SEARCH_STORAGE": storage_url,
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
     }
-    proc = subprocess.Popen(cmd, env=env)
+    # torchrun inherits an ignored SIGTERM (the ranks install their own handler), so a SIGTERM
+    # sent to every process of the job (Slurm) does not make torchrun kill its ranks 30 s later
+    # or exit 1 while they checkpoint.
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
     try:
-        return proc.wait()
-    except KeyboardInterrupt:
-        proc.terminate()
-        return proc.wait()
+        proc = subprocess.Popen(cmd, env=env)
+        signal.signal(signal.SIGTERM, lambda signum, frame: _forward_sigterm(proc.pid))
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # torchrun ignores the SIGTERM terminate() would send
+            _forward_sigterm(proc.pid)
+            return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _forward_sigterm(torchrun_pid: int) -> None:
+    """A SIGTERM sent to this process alone (Kubernetes signals a container's PID 1): pass it to
+    the ranks, which checkpoint and hand the trial back; torchrun then sees them exit 0. Before
+    the ranks exist, SIGINT makes torchrun stop the group instead."""
+    ranks = [pid for pid in _children(torchrun_pid) if _runs_ddp(pid)]
+    for pid in ranks:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    if not ranks:
+        try:
+            os.kill(torchrun_pid, signal.SIGINT)
+        except ProcessLookupError:
+            pass
+
+
+def _children(pid: int) -> list[int]:
+    """Child processes of ``pid`` from /proc (torchrun starts each rank in a session of its own,
+    so no process group holds them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
+
+
+def _runs_ddp(pid: int) -> bool:
+    try:
+        return b"rs_search.search.ddp" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,6 +171,8 @@ class BroadcastTrain:
 def _send(message: dict[str, Any] | None) -> None:
     import torch.distributed as dist
 
+    if message is None and not dist.is_initialized():
+        return  # the goodbye after a rank's failure ended the group: nobody is listening
     dist.broadcast_object_list([message], src=0)
 
 
@@ -135,7 +188,9 @@ def _init_group(device: str) -> tuple[int, int]:
     import torch
     import torch.distributed as dist
 
-    on_cuda = torch.cuda.is_available() and device != "cpu"
+    from rs_search.devices import parse_device
+
+    on_cuda = torch.cuda.is_available() and parse_device(device).type != "cpu"
     if on_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if on_cuda else "gloo", timeout=_TIMEOUT)
@@ -159,7 +214,11 @@ def _follower(device: str, stop: Callable[[], bool], loader_workers: int | None)
                 should_stop=stop,
             )
         except (RsSearchError, TrialInterrupted):
-            pass  # rank 0 records the outcome; the group has left the trial together
+            import torch.distributed as dist
+
+            if not dist.is_initialized():  # a rank failed alone and the engine ended the group
+                raise
+            # rank 0 records the outcome; the group has left the trial together
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-trials", type=int, default=None)
     args = parser.parse_args(argv)
 
+    from rs_search.env import Environment
     from rs_search.search.worker import StopFlag, run_worker
 
     stop = StopFlag()
@@ -193,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop=stop,
                 world_size=world,
                 max_trials=args.max_trials,
+                environment=Environment.from_environ(),
                 make_launcher=lambda s: BroadcastTrain(
                     local=LocalTrain(
                         data=s.data,

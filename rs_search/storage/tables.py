@@ -1,8 +1,9 @@
 """Our own tables, beside Optuna's in the same database (DESIGN.md section 3, "Storage").
 
-Every table name starts with ``rs_`` and lives in ``metadata``; ``create_tables`` creates the
-missing ones and never touches Optuna's schema, so ``optuna.load_study``, optuna-dashboard and
-``psql`` keep reading the study unchanged.
+Every table name starts with ``rs_`` and lives in ``metadata``; ``create_tables`` creates them on
+first use and never touches Optuna's schema, so ``optuna.load_study``, optuna-dashboard and
+``psql`` keep reading the study unchanged. A change to a table here needs a migration in
+``migrations/versions`` (see ``rs_search.storage.schema`` and ``migrations/__init__.py``).
 
 ``rs_latency`` (the latency cache, ``rs_search.latency.cache``): one row per architecture key x
 hardware-profile key x torch version x device name. The unique constraint over those four
@@ -13,8 +14,6 @@ Times are naive UTC.
 """
 
 from __future__ import annotations
-
-import zlib
 
 from sqlalchemy import (
     JSON,
@@ -30,14 +29,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    func,
-    inspect,
-    select,
 )
-from sqlalchemy.exc import SQLAlchemyError
-
-from rs_search.errors import StorageError
-from rs_search.storage.url import mask_url
 
 metadata = MetaData()
 
@@ -78,27 +70,9 @@ latency = Table(
     Index("ix_rs_latency_profile", "profile_key", "state"),
 )
 
-_LOCK_ID = zlib.crc32(b"rs_search.storage.tables") & 0x7FFFFFFF
-
 
 def create_tables(engine: Engine) -> None:
-    """Create the missing ``rs_`` tables (idempotent; safe when several workers start at once).
+    """Create our tables on first use, or check their revision (``schema.ensure_tables``)."""
+    from rs_search.storage.schema import ensure_tables  # schema imports this module
 
-    On PostgreSQL an advisory lock serialises concurrent creators (two ``CREATE TABLE`` racing
-    would otherwise fail on the catalog's unique index); on SQLite the database lock does.
-    """
-    if all(inspect(engine).has_table(t.name) for t in metadata.sorted_tables):
-        return
-    try:
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":
-                conn.execute(select(func.pg_advisory_xact_lock(_LOCK_ID)))
-            metadata.create_all(conn, checkfirst=True)
-    except SQLAlchemyError as exc:
-        # A concurrent creator on a database without advisory locks may have won the race.
-        if all(inspect(engine).has_table(t.name) for t in metadata.sorted_tables):
-            return
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        raise StorageError(
-            f"cannot create rs-search tables in {mask_url(engine.url)}: {reason}"
-        ) from None
+    ensure_tables(engine)

@@ -1,11 +1,21 @@
-"""Storage URLs: resolution (flag, environment, default) and password masking.
+"""Storage URLs: resolution (flag, environment, default), checks, and password masking.
 
 A password must never reach output or logs, so every message that names a URL goes through
-``mask_url``; SQLAlchemy's own ``render_as_string(hide_password=True)`` does the masking.
+``mask_url``. A URL that parses is rendered by SQLAlchemy with the password hidden (plus any
+``password=`` query value, which libpq also accepts). Text that does not parse as a URL is
+*redacted* rather than echoed: everything before its last ``@`` except the user name, and any
+``password=VALUE`` (libpq's keyword form), because a password with an unescaped ``@`` or a
+missing scheme is exactly the text that does not parse (issue 10, audit).
+
+Checks made here, before anything connects, so a bad URL is one line and exit status 2:
+the database (SQLite or PostgreSQL, see ``SCHEMES``), an unescaped ``@`` in the user information,
+and the numeric query options a driver would otherwise turn into a Python exception
+(``?timeout=`` for SQLite, ``?connect_timeout=`` for PostgreSQL).
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
@@ -17,39 +27,110 @@ from rs_search.errors import StorageError
 ENV_STORAGE = "RS_SEARCH_STORAGE"
 DEFAULT_STORAGE = "sqlite:///rs-search.db"  # a file in the working directory
 
-_SCHEMES = ("sqlite", "postgresql", "mysql")
+# MySQL is not offered: no MySQL driver ships with rs-search, and nothing here is tested on it
+# (the claim and migration code relies on PostgreSQL's advisory locks or SQLite's file lock).
+SCHEMES = ("sqlite", "postgresql")
+EXAMPLES = "sqlite:///FILE or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
+
+# Query keys whose values are secrets (libpq reads ``password`` and ``sslpassword`` from a URI).
+_SECRET_KEYS = ("password", "sslpassword")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+_KEYWORD_SECRET = re.compile(
+    r"(\b(?:ssl)?password\s*=\s*)('(?:[^'\\]|\\.)*'?|\"[^\"]*\"?|[^\s&;]*)", re.IGNORECASE
+)
 
 
 def mask_url(url: str | URL) -> str:
-    """The URL with its password replaced by ``***``; safe to print.
-
-    Also masks text that is not a parseable URL (``user:secret@host``), because the raw flag value
-    may appear in an error message before it was ever parsed.
-    """
+    """The URL with its password replaced by ``***``; safe to print, whatever the text was."""
     if isinstance(url, URL):
-        return url.render_as_string(hide_password=True)
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):
-        return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+        hidden = {k: "***" for k in _SECRET_KEYS if k in url.query}
+        return url.update_query_dict(hidden).render_as_string(hide_password=True)
+    parsed = _parse(url)
+    return mask_url(parsed) if parsed is not None else _redact(url)
 
 
-def resolve_storage_url(flag: str | None = None) -> URL:
-    """``--storage`` if given, else ``$RS_SEARCH_STORAGE``, else a SQLite file in the cwd."""
-    raw = flag or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
+def _parse(raw: str) -> URL | None:
+    """``make_url`` that refuses what it would misread: an ``@`` left in the host means the
+    password held an unescaped ``@`` and part of it would be shown as the host."""
     try:
         url = make_url(raw)
     except (ArgumentError, ValueError):
-        raise StorageError(
-            f"storage URL {mask_url(raw)!r} is not a SQLAlchemy URL; "
-            "use sqlite:///FILE or postgresql+psycopg://USER:PASSWORD@HOST:PORT/DB"
-        ) from None
-    if url.get_backend_name() not in _SCHEMES:
-        raise StorageError(
-            f"storage URL {mask_url(url)!r}: unsupported database {url.get_backend_name()!r}; "
-            f"allowed: {', '.join(_SCHEMES)}"
+        return None
+    if "@" in (url.host or ""):
+        return None
+    return url
+
+
+def _redact(text: str) -> str:
+    """Unparseable text: hide what may be a password instead of guessing where it ends."""
+    text = _KEYWORD_SECRET.sub(r"\1***", text)
+    scheme = _SCHEME.match(text)
+    head, rest = (text[: scheme.end()], text[scheme.end() :]) if scheme else ("", text)
+    if "@" in rest:
+        userinfo, _, host = rest.rpartition("@")
+        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
+        rest = f"{user}:***@{host}" if user else f"***@{host}"
+    return head + rest
+
+
+def resolve_storage_url(flag: str | None = None) -> URL:
+    """``--storage`` if given, else ``$RS_SEARCH_STORAGE``, else a SQLite file in the cwd;
+    checked (see the module docstring). Raises ``StorageError`` with the password masked."""
+    raw = flag or os.environ.get(ENV_STORAGE) or DEFAULT_STORAGE
+    url = _parse(raw)
+    if url is None:
+        hint = (
+            "; percent-encode '@' in a user name or password as %40 (':' as %3A, '/' as %2F)"
+            if raw.count("@") > 1
+            else ""
         )
-    if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
+        raise StorageError(
+            f"storage URL {mask_url(raw)!r} is not a SQLAlchemy URL{hint}; use {EXAMPLES}"
+        )
+    backend = url.get_backend_name()
+    if backend not in SCHEMES:
+        raise StorageError(
+            f"storage URL {mask_url(url)!r}: unsupported database {backend!r}; "
+            f"allowed: {', '.join(SCHEMES)} ({EXAMPLES})"
+        )
+    if backend == "postgresql" and url.drivername == "postgresql":
         # psycopg (v3) is the driver we ship; plain "postgresql://" would ask for psycopg2.
         url = url.set(drivername="postgresql+psycopg")
+    _check_driver(url)
+    _check_number(url, "timeout" if backend == "sqlite" else "connect_timeout")
     return url
+
+
+def _check_driver(url: URL) -> None:
+    """The driver must be installed and synchronous; otherwise SQLAlchemy would fail later with
+    an ImportError deep inside a command."""
+    try:
+        dialect = url.get_dialect()
+        if not getattr(dialect, "is_async", False):
+            dialect.import_dbapi()
+            return
+    except (ArgumentError, ImportError):
+        pass
+    raise StorageError(
+        f"storage URL {mask_url(url)!r}: driver {url.drivername!r} is not available; "
+        f"use {EXAMPLES} (psycopg 3 ships with rs-search)"
+    )
+
+
+def _check_number(url: URL, key: str) -> None:
+    """A numeric query option: seconds, a finite number >= 0 (whole for libpq)."""
+    if key not in url.query:
+        return
+    raw = url.query[key]
+    value = raw if isinstance(raw, str) else ",".join(raw)
+    whole = key == "connect_timeout"
+    try:
+        number = int(value) if whole else float(value)
+    except ValueError:
+        number = -1
+    if not math.isfinite(number) or number < 0:
+        kind = "whole seconds" if whole else "seconds"
+        raise StorageError(
+            f"storage URL {mask_url(url)!r}: ?{key}={value!r} is not a number of {kind} >= 0 "
+            f"(e.g. ?{key}=10)"
+        )

@@ -5,21 +5,13 @@ random-resized crop (area 0.08..1, aspect 3/4..4/3) -> bicubic resize -> horizon
 RandAugment -> normalize. Evaluation (``preprocess_for_eval``): a square centre crop of 0.875 of
 the short side -> bicubic resize to the training resolution -> normalize.
 
-RandAugment runs inside the dataset, once per image: torchvision's transform draws one op
-sequence per call, so applied to a batch it would give every image the same ops (DESIGN.md
-section 5).
-
-Magnitude scale. ``RecipeSpec.randaug_magnitude`` is the paper's value (10 or 15) on the scale of
-the official ``autoaugment.distort_image_with_randaugment`` whose ops reach their maximum at level
-10 (``_MAX_LEVEL = 10``: rotate 30 degrees, shear 0.3, translate 100 px at 224, enhance 0.1..1.9).
-torchvision's RandAugment with its default 31 bins reaches the same maxima at bin 30, so level
-``m`` is bin ``3 * m``. Levels above 10 saturate at the maximum, as timm's RandAugment does by
-default (``magnitude_max = _LEVEL_DENOM = 10``).
+RandAugment runs inside the dataset, once per image (:mod:`rs_search.train.randaugment`: the
+official op set, levels and fill, magnitude unclamped, so M=15 trains differently from M=10): a
+batched RandAugment would give every image of a batch the same ops (DESIGN.md section 5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,14 +26,12 @@ __all__ = [
     "AugmentPolicy",
     "CenterCropFraction",
     "eval_transform",
-    "randaug_bin",
     "train_transform",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)  # official resnet_preprocessing MEAN_RGB / 255
 IMAGENET_STD = (0.229, 0.224, 0.225)  # STDDEV_RGB / 255
 EVAL_CROP_FRACTION = 0.875  # official CROP_PADDING 32 at 224: 224 / (224 + 32)
-_TORCHVISION_BINS = 31  # torchvision's default number of magnitude bins (0..30)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -50,7 +40,8 @@ class AugmentPolicy:
 
     ``crop_scale`` is the area range of the random-resized crop (the paper: 0.08..1 on ImageNet
     photographs); ``hflip`` is off for data whose mirror image is another class (digits);
-    ``fill`` is the value of pixels that geometric RandAugment ops uncover (official: 128).
+    ``fill`` is the value of pixels that geometric RandAugment ops uncover and Cutout paints
+    (official ``replace``: 128).
     ``mean``/``std`` normalize each channel (length 1 or ``channels``).
     """
 
@@ -71,13 +62,6 @@ class AugmentPolicy:
             return [sum(values) / len(values)] * channels  # RGB statistics for grayscale input
 
         return fit(self.mean), fit(self.std)
-
-
-def randaug_bin(magnitude: int) -> int:
-    """Paper-scale RandAugment level (max 10) -> torchvision magnitude bin (max 30)."""
-    if magnitude < 0:
-        raise ValueError(f"randaug_magnitude: {magnitude} must be >= 0")
-    return min(3 * magnitude, _TORCHVISION_BINS - 1)
 
 
 class CenterCropFraction(torch.nn.Module):
@@ -140,13 +124,12 @@ def train_transform(
     if policy.hflip:
         steps.append(v2.RandomHorizontalFlip())
     if randaug_layers > 0:
+        # Imported here: timm's package import loads every model definition (seconds on a busy
+        # machine), which only a run with RandAugment needs.
+        from rs_search.train.randaugment import RandAugment
+
         steps.append(
-            v2.RandAugment(
-                num_ops=randaug_layers,
-                magnitude=randaug_bin(randaug_magnitude),
-                num_magnitude_bins=_TORCHVISION_BINS,
-                fill=policy.fill,
-            )
+            RandAugment(num_layers=randaug_layers, magnitude=randaug_magnitude, fill=policy.fill)
         )
     return v2.Compose(steps + _finish(channels, policy))
 
@@ -162,10 +145,3 @@ def eval_transform(
     return v2.Compose(
         [v2.ToImage(), CenterCropFraction(resolution, crop_fraction), *_finish(channels, policy)]
     )
-
-
-def denormalize(batch: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """Undo :func:`v2.Normalize` (for looking at what the model sees)."""
-    m = torch.tensor(mean, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
-    s = torch.tensor(std, dtype=batch.dtype, device=batch.device).view(1, -1, 1, 1)
-    return batch * s + m

@@ -12,6 +12,7 @@ import optuna
 import pytest
 import yaml
 
+from rs_search.cli._common import console
 from rs_search.cli.main import main
 from rs_search.errors import SpaceError
 from rs_search.space import load_space
@@ -77,23 +78,56 @@ def test_console_script_exit_status_and_traceback_only_with_debug(tmp_path: Path
 
 
 def test_check_shows_parameters_architectures_and_cost_range(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(console, "width", 160)  # the depth domain on one line of the table
     code, out, _ = run(
         ["space", "check", str(SPACES / "resnet_rs.yaml"), "--no-complexity"], capsys
     )
     assert code == 0
-    assert "Architectures: 343 distinct (7 x 7 x 7)" in out
+    assert "Architectures: 792 distinct (9 x 8 x 11)" in out
     for fragment in (
         "arch.depth",
-        "one of 50, 101, 152, 200, 270, 350, 420",
-        "float 0.5..2 step 0.25",
-        "int 128..320 step 32",
+        "one of 1-1-1-1, 2-2-2-2, 50, 101, 152, 200, 270, 350, 420",  # shallow depths too
+        "float 0.25..2 step 0.25",  # widths from 0.25
+        "int 128..448 step 32",
         "recipe.weight_decay",
         "a100-bf16",
         "resnetrs420-320",
     ):
         assert fragment in out, fragment
+
+
+def test_check_prints_where_each_range_comes_from(capsys: pytest.CaptureFixture[str]) -> None:
+    space = load_space(SPACES / "resnet_rs.yaml")
+    code, out, _ = run(
+        ["space", "check", str(SPACES / "resnet_rs.yaml"), "--no-complexity"], capsys
+    )
+    assert code == 0
+    text = " ".join(out.split())  # undo the console's line wrapping
+    assert "Sources (where each parameter's values come from):" in text
+    for p in space.params:
+        assert f"{p.name}: {' '.join((p.source or '').split())}" in text, p.name
+    assert "arch.width: paper Sec. 7.1 scaling study, width multipliers 0.25," in text
+    assert "no source given" not in text
+
+
+def test_check_sources_are_text_not_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "cited.yaml"
+    path.write_text(
+        "description: '[bold]odd[/bold]'\n"
+        "architecture: {depth: 50, width: [0.5, 1.0], resolution: [16, 32]}\n"
+        "sources: {architecture: {width: '[red]paper[/red] Table [1]'}}\n"
+    )
+    code, out, _ = run(["space", "check", str(path), "--no-complexity"], capsys)
+    assert code == 0
+    assert "arch.width: [red]paper[/red] Table [1]" in out
+    assert "[bold]odd[/bold]" in out
+    assert "no source given for: arch.resolution" in out
+    code, out, _ = run(["space", "check", str(SPACES / "tiny.yaml"), "--no-complexity"], capsys)
+    assert code == 0 and "Sources" not in out
 
 
 def test_check_counts_params_and_flops_of_the_extremes(capsys: pytest.CaptureFixture[str]) -> None:
