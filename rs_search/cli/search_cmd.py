@@ -310,11 +310,13 @@ def worker(
     worker is stopped (SIGTERM checkpoints the running trial and hands it back; exit 0)."""
     from rs_search.env import Environment
     from rs_search.errors import RsSearchError
+    from rs_search.latency.window import protocol_for
     from rs_search.search.launch import parse_duration
     from rs_search.study.storage import require_study
 
     _quiet_optuna()
     environment = Environment.from_environ()
+    protocol_for(environment)  # a bad $RS_SEARCH_LATENCY_PROTOCOL: one line before anything runs
     timeout_s = parse_duration(timeout) if timeout is not None else None
     if nproc < 1:
         raise RsSearchError(f"--nproc {nproc}: must be at least 1")
@@ -350,8 +352,7 @@ def worker(
         loader_workers=loader_workers,
         auto_scale=auto_scale,
         worker_index=worker_index,
-        heartbeat=environment.heartbeat,
-        retry_seconds=environment.storage_retry_s,
+        environment=environment,
         echo=lambda s: print(s, flush=True),
     )
     print(f"worker done: {report.reason}, {report.trials_run} trials run here", flush=True)

@@ -30,8 +30,10 @@ from typing import Any
 
 import optuna
 
+from rs_search.env import Environment
 from rs_search.errors import TrialInterrupted
 from rs_search.latency.cache import default_worker_id
+from rs_search.latency.window import protocol_for
 from rs_search.search.artifacts import CheckpointStore
 from rs_search.search.deps import CachedLatency, LatencyUnavailable, LocalTrain
 from rs_search.search.objective import TRIAL_FAILURES, Objective, TrainLauncher
@@ -92,26 +94,26 @@ def run_worker(
     world_size: int = 1,
     loader_workers: int | None = None,
     auto_scale: bool = False,
-    heartbeat: tuple[int, int] | None = None,
-    retry_seconds: float | None = None,
+    environment: Environment | None = None,
 ) -> WorkerReport:
     """Join ``study_name`` and run trials until the budget is spent, the timeout passes,
     ``max_trials`` have run here, or SIGTERM arrives. ``auto_scale``: after each sampler trial,
     enqueue a scaling-rule proposal. ``worker_index``: this worker's place among ``start``'s
-    local workers (its sampler seed). ``heartbeat`` (interval, grace) overrides the study's for
-    this process; ``retry_seconds``: how long storage calls retry (both from the environment,
-    read at the entry point)."""
+    local workers (its sampler seed). ``environment``: the ``RS_SEARCH_*`` settings the entry
+    point read (heartbeat override, storage retry window, latency protocol and wait); None: the
+    defaults."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if stop is None:
         stop = StopFlag()
         stop.install()
+    env = environment or Environment()
     study, settings = join_study(
         study_name,
         storage,
         worker_index=worker_index,
-        heartbeat=heartbeat,
-        retry_seconds=retry_seconds,
+        heartbeat=env.heartbeat,
+        retry_seconds=env.storage_retry_s,
     )
     store = CheckpointStore.from_spec(artifacts or settings.artifacts)
     launcher = (
@@ -125,8 +127,16 @@ def run_worker(
         study_name=study_name,
         settings=settings,
         space=settings.search_space(),
-        # The latency cache shares the study storage's engine: one pool per process.
-        latency=CachedLatency(engine_of(study), settings.target),
+        # The latency cache shares the study storage's engine: one pool per process. Figures are
+        # taken on this worker's own device, and a wait for one ends when SIGTERM arrives.
+        latency=CachedLatency(
+            engine_of(study),
+            settings.target,
+            device=device,
+            protocol=protocol_for(env),
+            stop=stop,
+            wait_s=env.latency_wait_s,
+        ),
         launcher=launcher,
         checkpoints=store,
         should_stop=stop,
@@ -151,7 +161,7 @@ def run_worker(
         study,
         settings,
         objective,
-        poll=_poll_seconds(settings.heartbeat(heartbeat)[0]),
+        poll=_poll_seconds(settings.heartbeat(env.heartbeat)[0]),
         stop=stop,
         timeout_s=timeout_s,
         max_trials=max_trials,
