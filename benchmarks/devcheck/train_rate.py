@@ -204,20 +204,15 @@ def run(ctx: PartContext, rec: Recorder) -> None:
         batch = _search_batch(ctx, rec, sz, device)
     steps: dict[str, TrainStep] = {}
     rates: dict[str, list[float]] = {name: [] for name in MODELS}
-    for name in MODELS:  # warm-up (and compilation) of each, then one round of it alone
-        with rec.item(f"warmup_{name}") as item:
-            model = build(name, sz).to(device).to(memory_format=torch.channels_last)
-            if compiled:
-                model = torch.compile(model, backend=sz.compile_backend)
-            steps[name] = TrainStep(model, batch, sz, device)
-            start = time.perf_counter()
-            for _ in range(sz.warmup_steps):
-                steps[name]()
-            sync(device)
-            item["warmup_s"] = round(time.perf_counter() - start, 2)
-            rate, _ = _round(steps[name], sz.round_s, device)
-            rates[name].append(rate)
-            _publish(rec, rates, flops, ctx)
+    for _attempt in range(3):  # both models resident (and compiled) may need a smaller batch
+        steps, rates = _warm_up(ctx, rec, sz, device, batch, compiled, flops)
+        if not any(rec.data["items"][f"warmup_{n}"]["status"] == "oom" for n in MODELS):
+            break
+        steps.clear()
+        free(device)
+        batch //= 2
+        rec.put("batch", batch)
+        rec.put("batch_from", f"halved to {batch} after running out of memory in the warm-up")
     if set(steps) != set(MODELS):
         raise RuntimeError(f"only {sorted(steps)} could be set up; no comparison")
     with rec.item("rounds") as item:
@@ -235,6 +230,38 @@ def run(ctx: PartContext, rec: Recorder) -> None:
         peak = torch.cuda.max_memory_allocated(device)
         total = torch.cuda.get_device_properties(device).total_memory
         rec.put("memory_used_fraction", round(peak / total, 3))
+
+
+def _warm_up(
+    ctx: PartContext,
+    rec: Recorder,
+    sz: Sizes,
+    device: Any,
+    batch: int,
+    compiled: bool,
+    flops: dict[str, int],
+) -> tuple[dict[str, TrainStep], dict[str, list[float]]]:
+    """Build (and compile) each model, warm it up, time one round of it alone."""
+    import torch
+
+    steps: dict[str, TrainStep] = {}
+    rates: dict[str, list[float]] = {name: [] for name in MODELS}
+    for name in MODELS:
+        with rec.item(f"warmup_{name}") as item:
+            item["batch"] = batch
+            model = build(name, sz).to(device).to(memory_format=torch.channels_last)
+            if compiled:
+                model = torch.compile(model, backend=sz.compile_backend)
+            steps[name] = TrainStep(model, batch, sz, device)
+            start = time.perf_counter()
+            for _ in range(sz.warmup_steps):
+                steps[name]()
+            sync(device)
+            item["warmup_s"] = round(time.perf_counter() - start, 2)
+            rate, _ = _round(steps[name], sz.round_s, device)
+            rates[name].append(rate)
+            _publish(rec, rates, flops, ctx)
+    return steps, rates
 
 
 def _publish(
