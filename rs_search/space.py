@@ -338,12 +338,14 @@ class TargetSpec:
     """The hardware profile latency and memory are measured on (DESIGN.md §3, "Latency")."""
 
     name: str
+    mode: str = "inference"  # inference | train_step (rs_search.latency.profiles.MODES)
     device: str = "cpu"
     batch_size: int = 1
     dtype: str = "fp32"
     channels_last: bool = False
     compile: bool = False
     threads: int | None = None  # None: torch's default thread count
+    device_name: str | None = None  # the hardware figures must come from; None: where measured
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -351,13 +353,16 @@ class TargetSpec:
 
 _TARGET_KINDS: dict[str, Kind] = {
     "name": "str",
+    "mode": "str",
     "device": "str",
     "batch_size": "int",
     "dtype": "str",
     "channels_last": "bool",
     "compile": "bool",
     "threads": "int",
+    "device_name": "str",
 }
+_TARGET_MODES = ("inference", "train_step")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -994,12 +999,14 @@ def _parse_target(raw: Any) -> TargetSpec:
     _known_keys(data, list(_TARGET_KINDS), "target")
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "threads" and value is None:
+        if key in ("threads", "device_name") and value is None:
             continue
         values[key] = _typed(value, _TARGET_KINDS[key], f"target.{key}")
     device = values.get("device", "cpu")
     if not is_device(device, allow_auto=False):
         raise _Invalid("target.device", f"{device!r}; allowed: {allowed(allow_auto=False)}")
+    if values.get("mode", "inference") not in _TARGET_MODES:
+        raise _Invalid("target.mode", f"{values['mode']!r}; allowed: {', '.join(_TARGET_MODES)}")
     if values.get("dtype", "fp32") not in DTYPES:
         raise _Invalid("target.dtype", f"{values['dtype']!r}; allowed: {', '.join(DTYPES)}")
     for key in ("batch_size", "threads"):

@@ -231,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-trials", type=int, default=None)
     args = parser.parse_args(argv)
 
+    from rs_search.env import Environment
     from rs_search.search.worker import StopFlag, run_worker
 
     stop = StopFlag()
@@ -252,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop=stop,
                 world_size=world,
                 max_trials=args.max_trials,
+                environment=Environment.from_environ(),
                 make_launcher=lambda s: BroadcastTrain(
                     local=LocalTrain(
                         data=s.data,
