@@ -70,7 +70,7 @@ PARTS: tuple[PartSpec, ...] = (
         name="latency",
         title="Latency and peak memory by the search's protocol, a fresh process per figure",
         module="latency",
-        budget_s=100,
+        budget_s=110,
         dry_budget_s=400,
     ),
     PartSpec(
