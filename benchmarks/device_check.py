@@ -53,7 +53,7 @@ PARTS: tuple[PartSpec, ...] = (
     PartSpec(name="machine", title="Machine", module="machine", budget_s=40, dry_budget_s=300),
     PartSpec(
         name="train_eager",
-        title="Training images/s, ours vs timm resnetrs50 (eager)",
+        title="Training images/s, ours vs timm (eager)",
         module="train_rate",
         budget_s=80,
         dry_budget_s=300,
@@ -89,7 +89,7 @@ PARTS: tuple[PartSpec, ...] = (
     ),
     PartSpec(
         name="train_compile",
-        title="Training images/s, ours vs timm resnetrs50 (torch.compile)",
+        title="Training images/s, ours vs timm (torch.compile)",
         module="train_rate",
         budget_s=200,
         dry_budget_s=300,

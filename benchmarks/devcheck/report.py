@@ -70,7 +70,10 @@ def _train(part: dict[str, Any]) -> Lines:
             ]
         )
     gflop = res.get("train_gflop_per_image", {})
+    ours = res.get("models", {}).get("ours", {})
     lines = [
+        f"Ours: layout {ours.get('layout', '-')}, width {ours.get('width', '-')}; timm: "
+        f"`{res.get('models', {}).get('timm', '-')}`. "
         f"Batch {res.get('batch', '-')} ({res.get('batch_from', '-')}), "
         f"{res.get('resolution', '-')} px, bf16 autocast, channels_last"
         + (

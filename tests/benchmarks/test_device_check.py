@@ -85,7 +85,7 @@ def test_a_failing_part_is_recorded_and_the_next_parts_still_run(tmp_path: Path)
         "--only",
         "machine,train_eager,datapath,checks",
         "--inject",
-        "train_eager=raise,datapath=hang",
+        "machine=oom,train_eager=raise,datapath=hang",
         "--part-budget",
         "datapath=20",
     )
@@ -93,7 +93,8 @@ def test_a_failing_part_is_recorded_and_the_next_parts_still_run(tmp_path: Path)
     report, md = _report(tmp_path)
     parts = report["parts"]
     assert list(parts) == ["machine", "train_eager", "datapath", "checks"]
-    assert parts["machine"]["status"] == "ok"
+    assert parts["machine"]["status"] == "oom"
+    assert "out of memory (injected" in parts["machine"]["reason"]
     assert parts["train_eager"]["status"] == "failed"
     assert "injected failure" in parts["train_eager"]["reason"]
     assert parts["datapath"]["status"] == "timeout"
