@@ -179,24 +179,30 @@ def build_table(
     storage: str | None = None,
     listener: BuildListener | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    protocol: Any = None,
 ) -> Table:
     """Train, measure and record every pending candidate of ``table``, writing ``out`` after each
     (call it inside ``table_lock``). Returns the finished table. ``should_stop`` (polled
     between steps) checkpoints the running candidate and raises ``TableInterrupted``; rerunning
-    continues it."""
+    continues it. ``protocol``: the latency protocol (``rs_search.latency.window``; None: the
+    default one; the CLI passes ``$RS_SEARCH_LATENCY_PROTOCOL``'s knobs, as a worker does)."""
+    import torch
+
+    from rs_search.latency.backends import measuring_device
     from rs_search.latency.cache import LatencyCache
     from rs_search.latency.profiles import HardwareProfile
+    from rs_search.latency.window import DEFAULT_PROTOCOL
 
     listener = listener or _Silent()
     profile = HardwareProfile.from_dict(dict(table.header.profile))
-    if profile.device_type == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RsSearchError(
-                f"the space's target profile {profile.name} runs on CUDA and this machine has "
-                "none: build the table on the target hardware"
-            )
+    # The target's own device (a CUDA target: the training device when it is a GPU).
+    here = measuring_device(profile, device, has_cuda=bool(torch.cuda.is_available()))
+    if here is None:
+        raise RsSearchError(
+            f"the space's target profile {profile.name} runs on CUDA and this process cannot "
+            f"measure on it (no CUDA here, or --device {device}): build the table on the target "
+            "hardware with a GPU device"
+        )
     work.mkdir(parents=True, exist_ok=True)
     clock = _Clock(base=dict(table.header.seconds), started=time.monotonic())
     write_table(out, _stamped(table, clock))
@@ -211,7 +217,9 @@ def build_table(
                 entry,
                 header=table.header,
                 profile=profile,
-                cache=cache,
+                measure=lambda arch: cache.get_or_measure(
+                    arch, profile, device=here, protocol=protocol or DEFAULT_PROTOCOL
+                ),
                 folder=work / entry.key,
                 device=device,
                 clock=clock,
@@ -287,7 +295,7 @@ def _one(
     *,
     header: Header,
     profile: Any,
-    cache: Any,
+    measure: Callable[[Any], Any],
     folder: Path,
     device: str,
     clock: _Clock,
@@ -302,7 +310,7 @@ def _one(
     size = complexity(arch)
     entry = replace(entry, params=size.params, flops=size.flops)
     started = time.monotonic()
-    figure = cache.get_or_measure(arch, profile)
+    figure = measure(arch)
     clock.latency += time.monotonic() - started
     if figure.status != "ok" or figure.median_ms is None:
         why = figure.error or ("does not fit" if figure.status == "oom" else figure.status)
