@@ -18,6 +18,18 @@ The order follows DESIGN.md section 3:
    trial raises ``optuna.TrialPruned`` and keeps its curve;
 6. the values are (validation top-1 of the EMA weights at the last epoch, latency ms[, memory MB]).
 
+**Repeats.** In a small, mostly categorical space the sampler proposes candidates an earlier trial
+already trained (issue 11: a quickstart search without halving retrained the seed
+``1-1-1-1 w0.25 r32`` for the full budget). Such a trial is not trained: it reuses the result of
+the earliest trial that trained the same candidate (same ``key()`` once inactive parameters are
+canonical, ``SearchSpace.normalise``), marks ``repeat_of``, spends no epoch, and leaves the front
+to the original (``TrialRecord.usable``). Of a pruned original it is pruned at once. This is
+Optuna's own advice for duplicated samples (its FAQ: return the earlier trial's value) and what a
+user paying for GPU-hours wants; training it again as a replicate with another seed would measure
+the seed-to-seed spread, but a search is the wrong place to buy that by chance, on whichever
+candidate the sampler happens to repeat. An original that failed or is still running is no
+answer: the repeat trains.
+
 NaN loss, out-of-memory and data errors fail the trial with ``fail_reason``; ``worker.py`` tells
 ``study.optimize`` to catch them so the worker goes on.
 """
@@ -131,9 +143,14 @@ class Objective:
             f"{n} {_fmt(v)}" for n, v in zip(self.settings.objectives, values, strict=True)
         )
         rejected = trial.user_attrs.get(attrs.REJECTED)
-        self._outcome(
-            trial.number, f"rejected ({rejected})" if rejected else f"{text} ({took:.0f}s)"
-        )
+        repeat = trial.user_attrs.get(attrs.REPEAT_OF)
+        if rejected:
+            text = f"rejected ({rejected})"
+        elif repeat is not None:
+            text = f"{text} (a repeat of trial {repeat}: its result reused, nothing trained)"
+        else:
+            text = f"{text} ({took:.0f}s)"
+        self._outcome(trial.number, text)
         return values
 
     # -- steps -----------------------------------------------------------------------------------
@@ -174,8 +191,42 @@ class Objective:
             return self._values(0.0, figures)
         if self.should_stop():
             raise TrialInterrupted("stopped before training")
-
+        original = self._original(trial, stored, candidate)
+        if original is not None:
+            return self._reuse(trial, original)
         return self._train(trial, stored, candidate, figures)
+
+    def _original(
+        self, trial: optuna.Trial, stored: TrialRecord, candidate: Candidate
+    ) -> TrialRecord | None:
+        """The earliest other trial that trained ``candidate`` to a result (complete and trained,
+        or pruned), or None (module docstring, "Repeats"). A retry is not a repeat of the trial
+        it stands in for."""
+        key = self.space.normalise(candidate).key()
+        for record in study_records(trial.study, self.settings.objectives):
+            if (
+                record.number == trial.number
+                or record.retry_origin == stored.retry_origin
+                or record.repeat_of is not None
+                or record.candidate is None
+            ):
+                continue
+            trained = record.state == "COMPLETE" and record.rejected is None
+            if (trained or record.state == "PRUNED") and (
+                self.space.normalise(record.candidate).key() == key
+            ):
+                return record
+        return None
+
+    def _reuse(self, trial: optuna.Trial, original: TrialRecord) -> tuple[float, ...]:
+        trial.set_user_attr(attrs.REPEAT_OF, original.number)
+        if original.state == "PRUNED":
+            where = f" at epoch {original.epochs_trained}" if original.curve else ""
+            raise optuna.TrialPruned(
+                f"a repeat of trial {original.number}, which was pruned{where}: nothing trained"
+            )
+        assert original.values is not None
+        return tuple(float(original.values[name]) for name in self.settings.objectives)
 
     def _constrain(
         self,
