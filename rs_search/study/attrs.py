@@ -18,7 +18,7 @@ Trial user attributes (plain JSON, shown by optuna-dashboard):
 - ``fixed_candidate``: a whole candidate the worker trains instead of sampling one (a proposal
   that lies outside the study's space);
 - ``repeat_of``: the sampler proposed a candidate an earlier trial trained (the same run, inactive
-  parameters aside); this trial reused that trial's result instead of training
+  parameters aside); this trial was pruned untrained, that trial's result standing for it
   (``rs_search.search.objective``, "Repeats");
 - ``rs_slot``: an empty budget slot ``start`` enqueued (the sampler fills it);
 - ``checkpoint_artifact``: the newest checkpoint in a remote artifact store (``{"id", "file"}``).

@@ -69,7 +69,7 @@ class TrialRecord:
     proposal: Candidate | None = None  # a rule proposal's candidate, set when it was enqueued
     fixed_candidate: Candidate | None = None  # a whole candidate to train instead of sampling
     slot: int | None = None  # a budget slot's index (``start``)
-    repeat_of: int | None = None  # reused this earlier trial's result (nothing trained)
+    repeat_of: int | None = None  # a repeat: this earlier trial's result stands for it
     queued_params: Mapping[str, Any] = field(default_factory=dict)  # params enqueued with it
     measured: Measurements = field(default_factory=Measurements)
     retry_origin: int = -1  # the trial this one retries at the root of its chain (else itself)
@@ -97,11 +97,9 @@ class TrialRecord:
     def usable(self) -> bool:
         """Complete, trained, feasible, with finite values: a point of the Pareto front. The one
         definition the summary, export, the scaling rules and the reports share (what
-        ``study.best_trials`` returns for a constrained study). A repeat is not: the trial whose
-        result it reused stands for the candidate."""
+        ``study.best_trials`` returns for a constrained study)."""
         return (
             self.state == "COMPLETE"
-            and self.repeat_of is None
             and self.feasible
             and self.values is not None
             and all(math.isfinite(v) for v in self.values.values())
