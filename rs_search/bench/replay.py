@@ -15,13 +15,13 @@ The study lives in Optuna's in-memory storage by default (fast: a replay of a 36
 takes about a second); pass a SQLAlchemy URL to run it through the study layer's RDB storage and
 ``join_study`` exactly as a worker joins (the equivalence test does).
 
-**Budget.** With ``trials`` the study gets that trial budget and the replay ends when it is spent,
-as ``start --trials`` does. With ``compute`` (epochs) the replay keeps two empty slots in the queue
-and starts trials until the epochs trained reach ``compute``: a method that prunes gets more
-trials for the same compute, which is the comparison issue 11 asks for. Skipped candidates (not
-in the table, ``answer.NotInTable``: pruned before their first epoch) and repeats (pruned
-untrained, ``rs_search.search.objective``) cost nothing; ``max_idle`` such trials in a row end a
-run (a sampler stuck on what it has seen, or outside a sampled table).
+**Budget.** With ``trials`` the study gets that trial budget and the replay ends when it is
+spent, as ``start --trials`` does. With ``compute`` (epochs) the replay keeps two empty slots in
+the queue (``queue.top_up_slots``) and starts trials until the epochs trained reach ``compute``: a
+method that prunes gets more trials for the same compute, which is the comparison issue 11 asks
+for. Skipped candidates (not in the table, ``answer.NotInTable``: pruned before their first epoch)
+and repeats (pruned untrained, ``rs_search.search.objective``) cost nothing; ``max_idle`` such
+trials in a row end a run (a sampler stuck on what it has seen, or outside a sampled table).
 
 A run is a list of :class:`TrialEvent` in the order the trials finished (one worker: sequential),
 each with the epochs it trained; the front after any amount of compute follows from it
@@ -242,7 +242,7 @@ def _replay(
 ) -> Run:
     from rs_search.search.artifacts import CheckpointStore
     from rs_search.search.settings import settings_from_space
-    from rs_search.study.queue import QueueEmpty, after_each_trial, enqueue_work
+    from rs_search.study.queue import QueueEmpty, after_each_trial, enqueue_work, top_up_slots
 
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -281,19 +281,15 @@ def _replay(
     idle = 0
     stopped = "budget spent"
     while True:
-        records = _records(study, settings)
-        counts = count_states(records)
         if compute is not None:
             if launcher.spent_epochs >= compute:
                 stopped = "compute spent"
                 break
-            empty = sum(1 for r in records if r.is_empty_slot)
-            if empty < _SPARE_SLOTS:
-                used = counts["finished"] + counts["running"] + counts["waiting"]
-                grown = replace(settings, n_trials=used + _SPARE_SLOTS - empty)
-                enqueue_work(study, grown, space)
-        elif counts["finished"] >= (settings.n_trials or 0) or counts["waiting"] == 0:
-            break
+            top_up_slots(study, _SPARE_SLOTS, settings.objectives)
+        else:
+            counts = count_states(_records(study, settings))
+            if counts["finished"] >= (settings.n_trials or 0) or counts["waiting"] == 0:
+                break
         if idle >= max_idle:
             stopped = f"{max_idle} trials in a row trained nothing"
             break

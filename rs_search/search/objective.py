@@ -62,7 +62,7 @@ from rs_search.specs import Candidate
 from rs_search.study import attrs
 from rs_search.study.queue import stored_record
 from rs_search.study.read import study_records
-from rs_search.study.record import Measurements, TrialRecord
+from rs_search.study.record import Measurements, TrialRecord, trial_record
 from rs_search.study.settings import StudySettings
 
 _log = logging.getLogger("rs_search.search")
@@ -114,6 +114,10 @@ class Objective:
     on_outcome: Callable[[TrialOutcome], None] | None = None
     world_size: int = 1  # processes that train each trial (a torchrun group under --nproc)
     current: int | None = field(default=None, init=False)
+    # finished trial -> (its candidate's canonical key, or None; its record), for repeats
+    _answers: dict[int, tuple[str | None, TrialRecord]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         self.current = trial.number
@@ -198,18 +202,22 @@ class Objective:
         or pruned), or None (module docstring, "Repeats"). A retry is not a repeat of the trial
         it stands in for."""
         key = self.space.normalise(candidate).key()
-        for record in study_records(trial.study, self.settings.objectives):
-            if (
-                record.number == trial.number
-                or record.retry_origin == stored.retry_origin
-                or record.repeat_of is not None
-                or record.candidate is None
-            ):
+        for frozen in trial.study.get_trials(deepcopy=False):
+            if frozen.number == trial.number:
                 continue
-            trained = record.state == "COMPLETE" and record.rejected is None
-            if (trained or record.state == "PRUNED") and (
-                self.space.normalise(record.candidate).key() == key
-            ):
+            known = self._answers.get(frozen.number)
+            if known is None:
+                record = trial_record(frozen, self.settings.objectives)
+                trained = record.state == "COMPLETE" and record.rejected is None
+                if not (trained or record.state == "PRUNED"):
+                    continue  # not finished (or no answer): looked at again next time
+                answer = None
+                if record.candidate is not None and record.repeat_of is None:
+                    answer = self.space.normalise(record.candidate).key()
+                # a finished trial no longer changes: read it once per worker
+                known = self._answers[frozen.number] = (answer, record)
+            answer, record = known
+            if answer == key and record.retry_origin != stored.retry_origin:
                 return record
         return None
 
