@@ -107,3 +107,13 @@ def test_the_search_quality_benchmark_runs_every_method_on_the_table(tmp_path: P
     assert "epoch   3: tau" in proc.stdout and "true-front candidates" in proc.stdout
     page = out.read_text()
     assert "plotly" in page and "Hypervolume vs compute" in page
+
+
+def test_a_replay_through_the_study_layers_rdb_storage_equals_the_in_memory_one(
+    tmp_path: Path,
+) -> None:
+    # the worker's own path (create_or_resume, join_study, SQLite) against the fast default
+    method = Method(name="tpe", sampler="tpe")
+    memory = replay(TABLE, method, seed=7, compute=4 * BUDGET)
+    sqlite = replay(TABLE, method, seed=7, compute=4 * BUDGET, storage=f"sqlite:///{tmp_path}/r.db")
+    assert sqlite.events == memory.events and (tmp_path / "r.db").exists()
