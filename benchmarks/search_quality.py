@@ -111,7 +111,7 @@ def _hv(cell: tuple[float, float, float]) -> str:
 def method_rows(summaries: list[MethodSummary]) -> tuple[list[str], list[list[str]]]:
     head = ["method"] + [f"HV @{f:.0%}" for f in FRACTIONS] + ["epochs", "GFLOP-ep"]
     head += ["trials", "complete", "pruned", "repeats", "exact rep.", "variants"]
-    head += ["skip samp.", "skip rule", "idle runs"]
+    head += ["skip samp.", "skip rule", "idle runs", "front pruned"]
     rows = []
     for s in summaries:
         rows.append(
@@ -121,6 +121,7 @@ def method_rows(summaries: list[MethodSummary]) -> tuple[list[str], list[list[st
             + [f"{v:.1f}" for v in (s.trials, s.complete, s.pruned, s.repeats)]
             + [f"{v:.1f}" for v in (s.exact_repeats, s.no_effect_variants)]
             + [f"{s.skipped_sampler:.1f}", f"{s.skipped_rule:.1f}", str(s.idle_runs)]
+            + ["n/a" if math.isnan(s.front_pruned) else f"{s.front_pruned:.0%}"]
         )
     return head, rows
 
@@ -205,7 +206,8 @@ def main() -> int:
         "GFLOPs x epochs, trials; repeats: pruned untrained, an earlier trial had the candidate; "
         "exact rep.: the same candidate as sampled seen before; variants: differs only in a "
         "parameter with no effect; skipped: not in the table; idle runs: ended before spending "
-        "the compute)",
+        "the compute; front pruned: of the true-front candidates the runs trained, the share "
+        "halving pruned before the full budget, the search's own asynchronous rule)",
         markdown(head, rows),
         "",
     ]

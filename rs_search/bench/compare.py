@@ -103,12 +103,19 @@ class MethodSummary:
     skipped_sampler: float  # not in the table: sampled (or suggested by MO-ASHA)
     skipped_rule: float  # not in the table: a scaling rule's proposal
     idle_runs: int  # runs that ended before spending the compute (nothing new to train)
+    front_pruned: float  # of the true-front candidates the runs trained, the share pruned
 
 
 def summarise(comparison: Comparison) -> list[MethodSummary]:
+    from rs_search.bench.metrics import true_front
+
+    answers_key = TableAnswers(comparison.table).key
+    front = {answers_key(e.candidate) for e in true_front(comparison.table)}
     out = []
     for method in comparison.methods:
         runs = comparison.runs[method.name]
+        lost = [r.front_tried(front) for r in runs]
+        tried = sum(t for _, t in lost)
         n = max(1, len(runs))
 
         def mean(values: Sequence[float], count: int = n) -> float:
@@ -133,6 +140,7 @@ def summarise(comparison: Comparison) -> list[MethodSummary]:
                 ),
                 skipped_rule=mean([r.count("skipped", origin="rule") for r in runs]),
                 idle_runs=sum(1 for r in runs if r.spent < comparison.compute),
+                front_pruned=sum(p for p, _ in lost) / tried if tried else math.nan,
             )
         )
     return out

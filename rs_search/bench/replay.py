@@ -148,6 +148,13 @@ class Run:
         points = self.front_at(epochs)
         return hypervolume_fraction(points, table, reference) if points else 0.0
 
+    def front_tried(self, front: set[str]) -> tuple[int, int]:
+        """(true-front candidates this run trained and halving pruned before completing, true-front
+        candidates it trained at all): the real, asynchronous rule's front loss on this run."""
+        tried = {e.key for e in self.events if e.key in front and e.epochs > 0}
+        completed = {e.key for e in self.events if e.key in front and e.state == "complete"}
+        return len(tried - completed), len(tried)
+
     def count(self, state: State, *, origin: str | None = None) -> int:
         return sum(
             1

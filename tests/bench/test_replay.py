@@ -44,6 +44,14 @@ def test_compute_is_the_epochs_trained_and_halving_buys_more_candidates_with_it(
     assert all(e.epochs == e.decisions[-1][0] for e in halved.events if e.state == "pruned")
     trained = {e.key for e in halved.events if e.epochs}
     assert len(trained) > len({e.key for e in plain.events if e.epochs})
+    # the true front's losses to the real (asynchronous) halving rule, from the runs themselves
+    front = {e.key for e in plain.events if e.state == "complete"}
+    assert plain.front_tried(front) == (0, len(front))
+    pruned, tried = halved.front_tried(front | {e.key for e in halved.events})
+    assert tried == len(trained) and pruned == len(
+        {e.key for e in halved.events if e.state == "pruned"}
+        - {e.key for e in halved.events if e.state == "complete"}
+    )
     # the seeds train first and to the full budget, exempt from halving
     assert [e.origin for e in halved.events[:2]] == ["seed", "seed"]
     assert all(e.state == "complete" for e in halved.events[:2])
