@@ -54,8 +54,10 @@ __all__ = [
     "Method",
     "Run",
     "TrialEvent",
+    "median_iqr",
     "replay",
     "standard_methods",
+    "table_reference",
 ]
 
 #: Trials in a row that trained nothing (skipped: not in the table; repeats) after which a run
