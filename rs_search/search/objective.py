@@ -18,6 +18,9 @@ The order follows DESIGN.md section 3:
    trial raises ``optuna.TrialPruned`` and keeps its curve;
 6. the values are (validation top-1 of the EMA weights at the last epoch, latency ms[, memory MB]).
 
+NaN loss, out-of-memory and data errors fail the trial with ``fail_reason``; ``worker.py`` tells
+``study.optimize`` to catch them so the worker goes on.
+
 **Repeats.** In a small, mostly categorical space the sampler proposes candidates an earlier trial
 already trained (issue 11: a quickstart search without halving retrained the seed
 ``1-1-1-1 w0.25 r32`` for the full budget). Such a trial is not trained: the result of the
