@@ -19,6 +19,7 @@ the last good checkpoint there. The store is given by ``--artifacts``:
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,9 @@ from rs_search.errors import RsSearchError
 DEFAULT_ROOT = "rs-search-artifacts"
 CHECKPOINT_ARTIFACT = "checkpoint_artifact"  # trial user attribute: {"id", "file"}
 _SCHEMES = ("file", "artifacts", "s3", "gs")
+# optuna.artifacts.upload_artifact names an artifact str(uuid.uuid4()).
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_log = logging.getLogger("rs_search.search")
 
 
 @dataclass(frozen=True)
@@ -82,17 +86,31 @@ class CheckpointStore:
     # -- mirroring to a remote store ---------------------------------------------------------
 
     def fetch(self, user_attrs: dict[str, Any], out_dir: Path) -> bool:
-        """Download the inherited checkpoint into an empty ``out_dir``; True when one came."""
+        """Download the inherited checkpoint into an empty ``out_dir``; True when one came.
+
+        The attribute comes from the database, so it is untrusted input (issue 10 audit: a file
+        name ``../../x`` or ``/abs/x`` wrote outside the trial folder). Only a checkpoint name
+        this project writes and an artifact id of the form Optuna creates are accepted, and the
+        resolved target must sit directly in ``out_dir``; anything else is refused with a
+        warning, and the trial starts from what ``out_dir`` holds (a fresh start)."""
         from rs_search.train.checkpoint import checkpoint_paths
 
         ref = user_attrs.get(CHECKPOINT_ARTIFACT)
-        if self.remote is None or not isinstance(ref, dict) or checkpoint_paths(out_dir):
+        if self.remote is None or ref is None or checkpoint_paths(out_dir):
+            return False
+        target = _download_target(ref, out_dir)
+        if target is None:
+            _log.warning(
+                "trial attribute %s = %s is not a checkpoint this project uploads "
+                "(expected {'id': <uuid>, 'file': 'ckpt-EEEE-SSSSSS.pt'}); not downloaded",
+                CHECKPOINT_ARTIFACT,
+                _shown(ref),
+            )
             return False
         out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / str(ref["file"])
         try:
             optuna.artifacts.download_artifact(
-                artifact_store=self.remote, file_path=str(target), artifact_id=str(ref["id"])
+                artifact_store=self.remote, file_path=str(target), artifact_id=ref["id"]
             )
         except optuna.artifacts.exceptions.ArtifactNotFound:
             return False
@@ -138,6 +156,29 @@ def _open_remote(spec: str) -> Any:
     base = Path(parsed.path)
     base.mkdir(parents=True, exist_ok=True)
     return oa.FileSystemArtifactStore(base)
+
+
+def _download_target(ref: Any, out_dir: Path) -> Path | None:
+    """``out_dir / ref["file"]`` when ``ref`` is a well-formed checkpoint reference whose file
+    resolves directly inside ``out_dir``; else None."""
+    from rs_search.train.checkpoint import is_checkpoint_name
+
+    if not isinstance(ref, dict):
+        return None
+    name, artifact_id = ref.get("file"), ref.get("id")
+    if not isinstance(name, str) or not is_checkpoint_name(name):
+        return None
+    if not isinstance(artifact_id, str) or not _ARTIFACT_ID.fullmatch(artifact_id):
+        return None
+    target = (out_dir / name).resolve()
+    if target.parent != out_dir.resolve():  # belt and braces: a symlinked name, a future regex
+        return None
+    return target
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 def _safe(name: str) -> str:
