@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -245,6 +246,8 @@ class RecipeSpec:
         ):
             value = getattr(self, name)
             _check_type(value, (int, float), f"recipe.{name}")
+            if not math.isfinite(value):  # YAML's .nan and .inf pass every comparison below
+                raise SpecError(f"recipe.{name}: {value} is not a finite number")
             object.__setattr__(self, name, float(value))
         _check_type(self.nesterov, bool, "recipe.nesterov")
         _check_type(self.precision, str, "recipe.precision")

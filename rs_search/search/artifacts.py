@@ -53,6 +53,11 @@ class CheckpointStore:
             return cls(Path(spec))
         parsed = urlparse(spec)
         if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost") or not parsed.path:
+                raise RsSearchError(
+                    f"artifact store {spec!r}: use file:///abs/path (a host name would be "
+                    "dropped and the path taken from the root)"
+                )
             return cls(Path(parsed.path))
         if parsed.scheme not in _SCHEMES:
             raise RsSearchError(
@@ -62,7 +67,8 @@ class CheckpointStore:
             )
         if parsed.scheme in ("s3", "gs") and not parsed.netloc:
             raise RsSearchError(f"artifact store {spec!r}: the bucket name is missing")
-        if parsed.scheme == "artifacts" and not parsed.path.startswith("/"):
+        # artifacts://host/x would put the store at /x: the host part is dropped silently.
+        if parsed.scheme == "artifacts" and (parsed.netloc or not parsed.path.startswith("/")):
             raise RsSearchError(
                 f"artifact store {spec!r}: use an absolute path, artifacts:///abs/path"
             )

@@ -162,13 +162,14 @@ def test_search_survives_a_postgres_restart(private_db: PrivateDatabase, tmp_pat
 def test_outage_past_the_retry_window_stops_the_worker_and_hands_its_trial_back(
     private_db: PrivateDatabase, tmp_path: Path
 ) -> None:
-    """Seen failing on the current code (main at 06b7726), as issue 10 item 3 expects: the worker
-    ended with ``error: StorageInternalError: An exception is raised during the commit. This
-    typically happens due to invalid data in the commit, e.g. exceeding max length.`` after the
-    heartbeat thread printed a traceback, and ``start`` printed the same misleading line. The
-    hand-back part was seen failing by deleting the trial's heartbeat row while the server was
-    down (``DELETE FROM trial_heartbeats`` between the stop and the next worker): the next
-    worker then waited for the RUNNING trial until the test's timeout."""
+    """Seen failing on main at 06b7726, as issue 10 item 3 expected: the worker's log held the
+    heartbeat thread's traceback and ended with ``error: UnboundLocalError: cannot access local
+    variable 'updated_state'`` (or ``error: StorageInternalError: An exception is raised during
+    the commit. This typically happens due to invalid data in the commit, e.g. exceeding max
+    length.``), which names neither the server nor the outage. The hand-back part (with the line
+    checks skipped, it passed on main) was seen failing with the heartbeat switched off
+    (``configure_heartbeat`` in ``search/study.py`` setting ``heartbeat_interval = None``):
+    ``assert [0] == []``, trial 0 RUNNING with no heartbeat row."""
     db, study = private_db, unique("outage")
     start = _start(db, study, tmp_path, trials=2, budget=3, grace=5, RS_SEARCH_STORAGE_RETRY_S="3")
     log = tmp_path / "art" / study / "logs" / "worker-0.log"
