@@ -139,6 +139,19 @@ def test_the_published_extremes_stay_inside_the_bounds(
     assert "valid" in out
 
 
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf"])
+def test_recipe_floats_must_be_finite(
+    value: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by the fuzz test. Seen failing before the check: ``lr_per_256: .nan`` and ``.inf``
+    passed every comparison, so the file was ``valid`` (exit 0); ``-.inf`` was refused as
+    ``must be > 0``."""
+    space = _space(tmp_path, "  depth: [[1, 1, 1, 1]]", f"recipe: {{lr_per_256: {value}}}")
+    code, out, err = _run(["space", "check", "--no-complexity", str(space)], capsys)
+    assert code == 2, out
+    assert "recipe.lr_per_256" in _one_line(err) and "finite" in err
+
+
 def _start_argv(tmp_path: Path, data: str) -> list[str]:
     return [
         "start",
@@ -180,6 +193,24 @@ def test_synthetic_classes_are_bounded_before_anything_is_allocated(
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no study file, no folder
 
 
+@pytest.mark.parametrize(
+    ("budget", "says"),
+    [("10001epochs", "at most 10000 epochs"), ("9" * 5000 + "epochs", "at most 10000 epochs")],
+)
+def test_budgets_are_bounded(
+    budget: str, says: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A budget past what RecipeSpec accepts would create the study and fail every trial.
+    Seen failing before the bound: ``10001epochs`` went on to create the study (here stopped by
+    the bad data spec that follows it in the checks: exit 2 with the data's line), and 5,000
+    nines exited 1 with ``ValueError: Exceeds the limit (4300 digits)``."""
+    argv = _start_argv(tmp_path, "synthetic:1")
+    argv[argv.index("--budget") + 1] = budget
+    code, out, err = _run(argv, capsys)
+    assert code == 2, err
+    assert says in _one_line(err) and "project heuristic" in err
+
+
 def test_checking_a_cifar_spec_never_downloads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -200,9 +231,11 @@ def test_checking_a_cifar_spec_never_downloads(
 def test_an_artifact_url_with_a_host_part_is_refused(
     artifacts: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Found by the fuzz test. Seen failing before the fix: ``artifacts://relative/x`` was
-    accepted (the host part dropped: the store would have been ``/x``), the study was created,
-    and ``start`` went on to train."""
+    """Found by the fuzz test. Seen failing before the fix: ``artifacts://relative/x``,
+    ``file://somehost/x`` and ``file://`` were accepted (the host part dropped: the store would
+    have been ``/x``; ``file://`` the working directory), the study was created, and ``start``
+    then crashed printing the name ``a[/b]`` (exit 1, ``MarkupError``, another finding).
+    ``artifacts://`` was already refused."""
     argv = _start_argv(tmp_path, "synthetic:10")
     argv[argv.index("--artifacts") + 1] = artifacts
     argv += ["--study", "a[/b]"]
