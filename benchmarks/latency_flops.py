@@ -174,7 +174,7 @@ def main() -> None:
     rows: list[Row] = []
     for name, arch in ARCHS.items():
         wait_for_quiet(args.patience)
-        result = measure(arch, profile)
+        result = measure(arch, profile, device=profile.device)
         print(f"{name}: {result.summary()} (contention {result.contention:.0%})", file=sys.stderr)
         rows.append(Row(name, arch, count_params(arch), count_flops(arch), result))
     for attempt in range(args.retries):
@@ -184,7 +184,7 @@ def main() -> None:
         print(f"re-measuring {len(flagged)} flagged figures (round {attempt + 1})", file=sys.stderr)
         for row in flagged:
             wait_for_quiet(args.patience)
-            again = measure(row.arch, profile)
+            again = measure(row.arch, profile, device=profile.device)
             print(f"  {row.name}: {again.summary()}", file=sys.stderr)
             row.result = better(row.result, again)
 
@@ -232,10 +232,10 @@ def main() -> None:
     stable = [r for r in ok if r.result.stable]
     print(
         f"\nSpearman rank correlation over {len(ok)} architectures ({len(stable)} stable): "
-        f"FLOPs vs latency **{spearman(flops, ms_all):.3f}** (speed-corrected "
-        f"**{spearman(flops, fixed):.3f}**), params vs latency {spearman(params, ms_all):.3f} "
-        f"({spearman(params, fixed):.3f}); FLOPs vs peak memory {spearman(flops, mem):.3f}, "
-        f"params vs peak memory {spearman(params, mem):.3f}."
+        f"FLOPs vs latency **{_rho(flops, ms_all)}** (speed-corrected "
+        f"**{_rho(flops, fixed)}**), params vs latency {_rho(params, ms_all)} "
+        f"({_rho(params, fixed)}); FLOPs vs peak memory {_rho(flops, mem)}, "
+        f"params vs peak memory {_rho(params, mem)}."
     )
     noise = [float((r.result.spread or 0) + (r.result.reference_spread or 0)) for r in ok]
     inv = inversions(flops, fixed, noise)
@@ -260,6 +260,11 @@ def main() -> None:
         f"\n(benchmark took {time.monotonic() - start:.0f} s; load average at the end "
         f"{os.getloadavg()[0]:.1f})"
     )
+
+
+def _rho(x: list[float], y: list[float]) -> str:
+    value = spearman(x, y)
+    return "-" if value is None else f"{value:.3f}"
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 
+from rs_search.devices import allowed, is_device
 from rs_search.errors import SpaceError, SpecError
 from rs_search.specs import (
     MAX_BATCH_SIZE,
@@ -122,7 +123,6 @@ OBJECTIVES: dict[str, Direction] = {
 }
 CONSTRAINTS: tuple[str, ...] = ("max_latency_ms", "max_memory_mb", "max_params_m")
 DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
 # A project heuristic: a categorical choice longer than this is a range written out (or a typo),
 # and checking a list for repeats costs its length squared.
 MAX_CHOICES = 1000
@@ -350,12 +350,14 @@ class TargetSpec:
     """The hardware profile latency and memory are measured on (DESIGN.md §3, "Latency")."""
 
     name: str
+    mode: str = "inference"  # inference | train_step (rs_search.latency.profiles.MODES)
     device: str = "cpu"
     batch_size: int = 1
     dtype: str = "fp32"
     channels_last: bool = False
     compile: bool = False
     threads: int | None = None  # None: torch's default thread count
+    device_name: str | None = None  # the hardware figures must come from; None: where measured
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -363,13 +365,16 @@ class TargetSpec:
 
 _TARGET_KINDS: dict[str, Kind] = {
     "name": "str",
+    "mode": "str",
     "device": "str",
     "batch_size": "int",
     "dtype": "str",
     "channels_last": "bool",
     "compile": "bool",
     "threads": "int",
+    "device_name": "str",
 }
+_TARGET_MODES = ("inference", "train_step")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -1012,12 +1017,14 @@ def _parse_target(raw: Any) -> TargetSpec:
     _known_keys(data, list(_TARGET_KINDS), "target")
     values: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "threads" and value is None:
+        if key in ("threads", "device_name") and value is None:
             continue
         values[key] = _typed(value, _TARGET_KINDS[key], f"target.{key}")
     device = values.get("device", "cpu")
-    if not _DEVICE.match(device):
-        raise _Invalid("target.device", f"{device!r}; allowed: cpu, cuda, cuda:<index>")
+    if not is_device(device, allow_auto=False):
+        raise _Invalid("target.device", f"{device!r}; allowed: {allowed(allow_auto=False)}")
+    if values.get("mode", "inference") not in _TARGET_MODES:
+        raise _Invalid("target.mode", f"{values['mode']!r}; allowed: {', '.join(_TARGET_MODES)}")
     if values.get("dtype", "fp32") not in DTYPES:
         raise _Invalid("target.dtype", f"{values['dtype']!r}; allowed: {', '.join(DTYPES)}")
     for key, most in (("batch_size", MAX_BATCH_SIZE), ("threads", MAX_THREADS)):

@@ -40,14 +40,14 @@ def postgres_url() -> Iterator[str]:
         drop_database(server, name)
 
 
-# Tests that only need *a* latency figure (searches, selection, reports) use a short protocol, in
-# this process and in the CLIs they start; tests/latency/test_measure.py checks the real default.
+# Tests that only need *a* latency figure (searches, selection, reports) get a short protocol in
+# the CLIs they run (in this process or as subprocesses), which read $RS_SEARCH_LATENCY_PROTOCOL
+# once at their entry point. Library calls take their protocol as an argument, so a test of the
+# protocol itself (tests/latency/test_measure.py) passes the one it checks.
 FAST_LATENCY_PROTOCOL = "min_time_s=0,settle_repeats=3,max_repeats=6"
 
 
 @pytest.fixture(autouse=True)
-def _fast_latency_protocol(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
-    if request.node.path.name == "test_measure.py":
-        monkeypatch.delenv("RS_SEARCH_LATENCY_PROTOCOL", raising=False)
-    elif "RS_SEARCH_LATENCY_PROTOCOL" not in os.environ:
+def _fast_latency_protocol(monkeypatch: pytest.MonkeyPatch) -> None:
+    if "RS_SEARCH_LATENCY_PROTOCOL" not in os.environ:
         monkeypatch.setenv("RS_SEARCH_LATENCY_PROTOCOL", FAST_LATENCY_PROTOCOL)

@@ -1,17 +1,22 @@
 """``rs-search latency`` and ``rs-search latency-worker``: thin wrappers over ``rs_search.latency``.
 
 - ``latency --config FILE`` measures one candidate and prints its figures with the device name;
-  with ``--storage`` (or ``$RS_SEARCH_STORAGE``) the figure goes through the latency cache.
+  the figure goes through the latency cache of the study database (``--storage``, else
+  ``$RS_SEARCH_STORAGE``, else ``./rs-search.db``, as every command resolves it).
 - ``latency --space FILE --sample N`` measures N sampled architectures and prints FLOPs, params,
-  latency and memory with the Spearman rank correlation between FLOPs and latency.
+  latency and memory with the Spearman rank correlation between FLOPs and latency
+  (``rs_search.latency.survey``).
 - ``latency-worker --study NAME --storage URL [--hardware NAME]`` fills the cache for a study.
 """
 
 from __future__ import annotations
 
 import json
-import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -22,6 +27,7 @@ if TYPE_CHECKING:
     from rs_search.latency.cache import LatencyCache
     from rs_search.latency.profiles import HardwareProfile
     from rs_search.latency.result import LatencyResult
+    from rs_search.latency.window import Protocol
     from rs_search.specs import ArchSpec
 
 DEFAULT_HARDWARE = "cpu-fp32-b1"
@@ -39,7 +45,7 @@ StorageOpt = Annotated[
     typer.Option(
         "--storage",
         help="SQLAlchemy URL of the study database holding the latency cache "
-        "(default: $RS_SEARCH_STORAGE).",
+        "(default: $RS_SEARCH_STORAGE, else sqlite:///rs-search.db).",
     ),
 ]
 
@@ -61,6 +67,14 @@ def latency(
     seed: Annotated[int, typer.Option("--seed", help="Sampler seed for --sample.")] = 0,
     hardware: HardwareOpt = None,
     storage: StorageOpt = None,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="Device to measure on: cpu, cuda or cuda:<index>, of the profile's type "
+            "(default: the profile's device).",
+        ),
+    ] = None,
     train_memory: Annotated[
         bool,
         typer.Option(
@@ -71,43 +85,45 @@ def latency(
     ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result(s) as JSON.")] = False,
 ) -> None:
-    """Measure latency and peak memory on this machine's hardware (eval mode, random weights)."""
+    """Measure latency and peak memory on this machine's hardware (random weights): an inference
+    pass, or a training step for a train_step profile. Figures are cached in the study database
+    (--storage, default ./rs-search.db) and answered from it the next time."""
+    from rs_search.env import Environment
+    from rs_search.latency.cache import LatencyCache
+    from rs_search.latency.window import protocol_for
+    from rs_search.storage.url import resolve_storage_url
+
     if (config is None) == (space is None):
         raise RsSearchError("give exactly one of --config FILE or --space FILE --sample N")
     if config is not None and sample is not None:
         raise RsSearchError("--sample goes with --space, not --config")
-    cache = _cache(storage)
-    try:
+    protocol = protocol_for(Environment.from_environ())
+    with LatencyCache(resolve_storage_url(storage)) as cache, _sigterm_interrupts():
         if config is not None:
-            _one(config, hardware, cache, train_memory=train_memory, as_json=as_json)
+            _one(
+                config,
+                hardware,
+                device,
+                cache,
+                protocol,
+                train_memory=train_memory,
+                as_json=as_json,
+            )
         else:
             assert space is not None
-            _many(space, sample or 12, seed, hardware, cache, as_json=as_json)
-    finally:
-        if cache is not None:
-            cache.close()
-
-
-def _cache(storage: str | None) -> LatencyCache | None:
-    """The cache when a storage is named (flag or environment); None: measure without storing."""
-    from rs_search.storage.url import ENV_STORAGE
-
-    if storage is None and not os.environ.get(ENV_STORAGE):
-        return None
-    from rs_search.latency.cache import LatencyCache
-
-    return LatencyCache(storage)
+            _many(space, sample or 12, seed, hardware, device, cache, protocol, as_json=as_json)
 
 
 def _one(
     config: Path,
     hardware: str | None,
-    cache: LatencyCache | None,
+    device: str | None,
+    cache: LatencyCache,
+    protocol: Protocol,
     *,
     train_memory: bool,
     as_json: bool,
 ) -> None:
-    from rs_search.latency.measure import measure
     from rs_search.latency.profiles import get_profile
     from rs_search.specs import Candidate
 
@@ -115,20 +131,19 @@ def _one(
     profile = get_profile(hardware or DEFAULT_HARDWARE)
     arch = candidate.arch
     batch = candidate.recipe.batch_size if train_memory else None
+    where = device or profile.device
     _err(f"measuring {_label(arch)} [{arch.key()}] on {profile.describe()}")
-    if cache is not None:
-        before = cache.get(arch, profile)
-        result = cache.get_or_measure(
-            arch, profile, train_step_memory=train_memory, recipe_batch_size=batch, progress=_err
-        )
-        source = (
-            "cache" if before is not None and result == before else "measured, stored in the cache"
-        )
-    else:
-        result = measure(
-            arch, profile, train_step_memory=train_memory, recipe_batch_size=batch, progress=_err
-        )
-        source = "measured"
+    before = cache.get(arch, profile, device=where)
+    result = cache.get_or_measure(
+        arch,
+        profile,
+        device=where,
+        protocol=protocol,
+        train_step_memory=train_memory,
+        recipe_batch_size=batch,
+        progress=_err,
+    )
+    source = "cache" if before is not None and result == before else "measured, stored in the cache"
     if as_json:
         typer.echo(json.dumps(result.to_dict(), indent=2))
         return
@@ -158,11 +173,15 @@ def _print_one(
             result.median_ms is not None and result.p90_ms is not None and result.spread is not None
         )
         stable = "yes" if result.stable else "NO (machine busy or noisy: treat with care)"
+        unit = (
+            f"training step of {result.batch_size} images (forward, backward, SGD step)"
+            if result.mode == "train_step"
+            else f"batch of {result.batch_size}"
+        )
         lines += [
             (
                 "latency",
-                f"{result.median_ms:.3f} ms per batch of {result.batch_size} (median), "
-                f"p90 {result.p90_ms:.3f} ms",
+                f"{result.median_ms:.3f} ms per {unit} (median), p90 {result.p90_ms:.3f} ms",
             ),
             ("per image", f"{result.median_ms / result.batch_size:.3f} ms"),
             (
@@ -183,7 +202,8 @@ def _print_one(
                 "peak memory",
                 "-"
                 if result.peak_memory_mb is None
-                else f"{result.peak_memory_mb:.1f} MB (inference)",
+                else f"{result.peak_memory_mb:.1f} MB "
+                f"({'training step' if result.mode == 'train_step' else 'inference'})",
             ),
         ]
         if result.train_peak_memory_mb is not None:
@@ -201,82 +221,55 @@ def _many(
     n: int,
     seed: int,
     hardware: str | None,
-    cache: LatencyCache | None,
+    device: str | None,
+    cache: LatencyCache,
+    protocol: Protocol,
     *,
     as_json: bool,
 ) -> None:
-    import optuna
-
-    from rs_search.latency.measure import measure
     from rs_search.latency.profiles import HardwareProfile, get_profile
-    from rs_search.latency.stats import inversions, spearman
-    from rs_search.models.complexity import count_flops, count_params
+    from rs_search.latency.survey import sample_architectures, survey
     from rs_search.space import load_space
 
     space = load_space(space_path)
     target = HardwareProfile.from_dict(space.target.to_dict(), where=f"{space_path}: target")
     profile = get_profile(hardware or target.name, extra={target.name: target})
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    archs: dict[str, ArchSpec] = {}
-    for _ in range(50 * n):
-        if len(archs) == n:
-            break
-        arch = space.sample(study.ask(), epochs=1).arch
-        archs.setdefault(arch.key(), arch)
+    where = device or profile.device
+    archs = sample_architectures(space, n, seed=seed)
     if len(archs) < n:
         _err(f"the space has only {len(archs)} distinct architectures reachable by sampling")
     _err(f"measuring {len(archs)} architectures on {profile.describe()}")
-    rows = []
-    for i, arch in enumerate(archs.values(), 1):
-        _err(f"[{i}/{len(archs)}] {_label(arch)}")
-        if cache is not None:
-            result = cache.get_or_measure(arch, profile, progress=_err)
-        else:
-            result = measure(arch, profile, progress=_err)
-        rows.append((arch, count_params(arch), count_flops(arch), result))
-    ok = [r for r in rows if r[3].ok]
-    rho = (
-        spearman([float(r[2]) for r in ok], [float(r[3].median_ms or 0) for r in ok])
-        if len(ok) >= 3
-        else float("nan")
-    )
-    rho_params = (
-        spearman([float(r[1]) for r in ok], [float(r[3].median_ms or 0) for r in ok])
-        if len(ok) >= 3
-        else float("nan")
+    found = survey(
+        archs,
+        lambda arch: cache.get_or_measure(
+            arch, profile, device=where, protocol=protocol, progress=_err
+        ),
+        progress=_err,
     )
     if as_json:
-        typer.echo(
-            json.dumps(
-                {
-                    "profile": profile.to_dict(),
-                    "spearman_flops_latency": rho,
-                    "spearman_params_latency": rho_params,
-                    "results": [
-                        {"arch": a.to_dict(), "params": p, "flops": f, **r.to_dict()}
-                        for a, p, f, r in rows
-                    ],
-                },
-                indent=2,
-            )
-        )
+        typer.echo(json.dumps({"profile": profile.to_dict(), **found.to_dict()}, indent=2))
         return
     from rich import box
     from rich.console import Console
     from rich.table import Table
 
-    device = rows[0][3].device_name if rows else "-"
-    typer.echo(f"{profile.describe()} on {device}; ms per batch of {profile.batch_size}")
+    device_label = found.rows[0].result.device_name if found.rows else "-"
+    typer.echo(f"{profile.describe()} on {device_label}; ms per pass")
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for col in ("arch", "params M", "GFLOPs", "ms", "p90 ms", "spread", "mem MB", "note"):
+    for col in ("arch", "params M", "GFLOPs", "batch", "ms", "p90 ms", "spread", "mem MB", "note"):
         table.add_column(col, justify="left" if col in ("arch", "note") else "right", no_wrap=True)
-    for arch, params, flops, r in sorted(rows, key=lambda row: row[2]):
-        note = r.status if not r.ok else ("" if r.stable else "busy" if _busy(r) else "noisy")
+    for row in sorted(found.rows, key=lambda r: r.flops):
+        r = row.result
+        note = (
+            r.status
+            if not r.ok
+            else ("" if r.stable else "busy" if _busy(r, protocol) else "noisy")
+        )
         table.add_row(
-            _label(arch),
-            f"{params / 1e6:.2f}",
-            f"{flops / 1e9:.3f}",
+            _label(row.arch),
+            f"{row.params / 1e6:.2f}",
+            f"{row.flops / 1e9:.3f}",
+            str(r.batch_size),
             _f(r.median_ms),
             _f(r.p90_ms),
             "-" if r.spread is None else f"{100 * r.spread:.1f}%",
@@ -284,24 +277,19 @@ def _many(
             note,
         )
     Console(highlight=False).print(table)
-    flagged = sum(not r[3].stable for r in ok)
+    flagged = sum(not r.result.stable for r in found.ok)
     typer.echo(
-        f"Spearman rank correlation over {len(ok)} measured: FLOPs vs latency {rho:.3f}, "
-        f"params vs latency {rho_params:.3f}"
+        f"Spearman rank correlation over {len(found.ok)} measured: FLOPs vs latency "
+        f"{_f(found.spearman_flops)}, params vs latency {_f(found.spearman_params)}"
         + (f" ({flagged} figures flagged busy/noisy)" if flagged else "")
     )
-    stable = [r for r in ok if r[3].stable]  # claims about single pairs need trustworthy figures
-    inv = inversions(
-        [float(r[2]) for r in stable],
-        [float(r[3].median_ms or 0) for r in stable],
-        [float(r[3].spread or 0) for r in stable],
-    )
-    if inv:
-        worst = inv[0]
-        a, b = stable[worst.more_flops][0], stable[worst.fewer_flops][0]
+    if found.inversions:
+        worst = found.inversions[0]
+        a, b = found.stable[worst.more_flops].arch, found.stable[worst.fewer_flops].arch
         typer.echo(
-            f"FLOPs mislead in {len(inv)} pair(s); e.g. {_label(a)} has {worst.flops_ratio:.2f}x "
-            f"the FLOPs of {_label(b)} but takes {worst.latency_ratio:.2f}x its time"
+            f"FLOPs mislead in {len(found.inversions)} pair(s); e.g. {_label(a)} has "
+            f"{worst.flops_ratio:.2f}x the FLOPs of {_label(b)} but takes "
+            f"{worst.latency_ratio:.2f}x its time"
         )
 
 
@@ -330,19 +318,25 @@ def latency_worker(
     ] = 600.0,
 ) -> None:
     """Measure every architecture of a study lacking a figure for this hardware (until stopped)."""
+    from rs_search.env import Environment
     from rs_search.latency.cache import LatencyCache, default_worker_id
     from rs_search.latency.profiles import device_name
+    from rs_search.latency.window import protocol_for
     from rs_search.latency.worker import LatencyWorker, load_study, study_profile
+    from rs_search.search.storage import study_names, unknown_study_message
     from rs_search.storage.url import mask_url, resolve_storage_url
 
-    study_obj = load_study(study, storage)
+    protocol = protocol_for(Environment.from_environ())
+    url = resolve_storage_url(storage)
+    names = study_names(url)  # a missing SQLite file or unknown study: one line, nothing created
+    if study not in names:
+        raise RsSearchError(unknown_study_message(study, names, url))
+    study_obj = load_study(study, url.render_as_string(hide_password=False))
     profile = study_profile(study_obj, hardware)
     worker_id = default_worker_id()
-    cache = LatencyCache(storage, claim_timeout_s=claim_timeout)
-    try:
-        where = mask_url(resolve_storage_url(storage))
+    with LatencyCache(url, claim_timeout_s=claim_timeout) as cache:
         typer.echo(
-            f"latency worker {worker_id}: study {study!r} in {where}, "
+            f"latency worker {worker_id}: study {study!r} in {mask_url(url)}, "
             f"{profile.describe()} on {device_name(profile.device)}"
         )
         worker = LatencyWorker(
@@ -352,17 +346,31 @@ def latency_worker(
             poll_s=poll,
             once=once,
             worker_id=worker_id,
+            protocol=protocol,
             echo=typer.echo,
         )
         with worker.signals():
             stats = worker.run()
-    finally:
-        cache.close()
     counts = ", ".join(f"{v} {k}" for k, v in sorted(stats.by_status.items())) or "nothing"
     typer.echo(
         f"{'stopped' if stats.interrupted or not once else 'finished'}: measured "
         f"{len(stats.measured)} ({counts})"
     )
+
+
+@contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM ends a measurement as Ctrl-C does (``KeyboardInterrupt``), so the cache releases
+    its claim at once instead of leaving it to go stale (``claim_timeout_s``)."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _threads(threads: int | None) -> str:
@@ -384,10 +392,7 @@ def _label(arch: ArchSpec) -> str:
     return arch_label(arch)
 
 
-def _busy(result: LatencyResult) -> bool:
-    from rs_search.latency.measure import protocol_from_env
-
-    protocol = protocol_from_env()
+def _busy(result: LatencyResult, protocol: Protocol) -> bool:
     return (result.contention or 0.0) > protocol.max_delayed or (
         result.others_busy or 0.0
     ) > protocol.max_others_busy

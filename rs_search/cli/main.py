@@ -16,6 +16,7 @@ import typer
 
 from rs_search import __version__
 from rs_search.cli import (
+    bench_cmd,
     db_cmd,
     export_cmd,
     latency_cmd,
@@ -68,6 +69,7 @@ for _module in (
     select_cmd,
     export_cmd,
     report_cmd,
+    bench_cmd,
     db_cmd,
 ):
     _module.register(app)
@@ -91,9 +93,12 @@ def main(argv: list[str] | None = None) -> None:
     if debug:
         args = ["--debug"] + [a for a in args if a != "--debug"]
     try:
-        # Outside standalone mode click *returns* the code of a ``typer.Exit`` instead of exiting.
+        # Outside standalone mode click *returns* the code of a ``typer.Exit`` instead of exiting
+        # (130 for Ctrl-C / KeyboardInterrupt, which typer turns into Exit(130)).
         code = app(args=args, standalone_mode=False, prog_name="rs-search")
         if isinstance(code, int) and code != 0:
+            if code == 130:
+                typer.echo("interrupted", err=True)
             sys.exit(code)
     except typer.TyperException as exc:
         # Usage errors (a missing or unknown option or command, ``--trials many``): typer raises

@@ -325,12 +325,16 @@ def worker(
 ) -> None:
     """Join a study from any machine and run its trials until the trial budget is spent or the
     worker is stopped (SIGTERM checkpoints the running trial and hands it back; exit 0)."""
+    from rs_search.env import Environment
     from rs_search.errors import RsSearchError
+    from rs_search.latency.window import protocol_for
     from rs_search.search.launch import parse_duration
     from rs_search.search.storage import study_names, unknown_study_message
     from rs_search.storage.url import resolve_storage_url
 
     _quiet_optuna()
+    environment = Environment.from_environ()
+    protocol_for(environment)  # a bad $RS_SEARCH_LATENCY_PROTOCOL: one line before anything runs
     timeout_s = parse_duration(timeout) if timeout is not None else None
     if nproc < 1:
         raise RsSearchError(f"--nproc {nproc}: must be at least 1")
@@ -369,6 +373,7 @@ def worker(
         max_trials=max_trials,
         loader_workers=loader_workers,
         auto_scale=auto_scale,
+        environment=environment,
         echo=lambda s: print(s, flush=True),
     )
     print(f"worker done: {report.reason}, {report.trials_run} trials run here", flush=True)

@@ -228,12 +228,16 @@ def _print_study_settings(space: SearchSpace) -> None:
     console.print(
         "Constraints: " + (", ".join(f"{k} = {v:g}" for k, v in limits.items()) or "none")
     )
+    from rich.markup import escape
+
     t = space.target
     console.print(
-        f"Target: {t.name}: {t.device}, batch {t.batch_size}, {t.dtype}, "
+        f"Target: {t.name}: {t.mode.replace('_', ' ')}, {t.device}, batch {t.batch_size}, "
+        f"{t.dtype}, "
         f"{'channels_last' if t.channels_last else 'contiguous'}, "
         f"{'compiled' if t.compile else 'eager'}, "
         f"threads {t.threads if t.threads is not None else 'default'}"
+        + (f", on {escape(t.device_name)}" if t.device_name else "")
     )
     if not space.seeds:
         console.print("Seeds: none")

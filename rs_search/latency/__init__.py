@@ -2,14 +2,17 @@
 scaling rule 3: FLOPs and parameter counts do not predict them).
 
 - ``profiles``: ``HardwareProfile``, the built-in profiles, ``get_profile``, ``device_name``;
-- ``measure``: the protocol, ``rs_search.latency.measure.measure(arch, profile) -> LatencyResult``
-  (import it from the module: the package attribute ``measure`` is the module);
+- ``measure``: the protocol, ``measure(arch, profile, device=...) -> LatencyResult`` (import it
+  from the module: the package attribute ``measure`` is the module); ``window``: which
+  repetitions a figure comes from (pure functions, ``Protocol``); ``passes``: what one timed pass
+  is (inference or a training step); ``backends``: the device and torch's backend settings;
 - ``cache``: ``LatencyCache`` in the study database (``rs_latency``), claims for workers;
 - ``worker``: the latency worker that fills the cache for a study;
+- ``survey``: FLOPs against latency over a space's sampled architectures;
 - ``memory``, ``runqueue``, ``stats``: peak memory, CPU contention, rank correlation.
 
-``profiles`` and ``result`` import no torch; the rest load on first use, so importing this
-package stays cheap (DESIGN.md section 2).
+``profiles``, ``result`` and ``window`` import no torch; the rest load on first use, so importing
+this package stays cheap (DESIGN.md section 2).
 """
 
 from __future__ import annotations
@@ -25,10 +28,10 @@ from rs_search.latency.profiles import (
     known_profiles,
 )
 from rs_search.latency.result import LatencyResult
+from rs_search.latency.window import DEFAULT_PROTOCOL, Protocol
 
 if TYPE_CHECKING:
     from rs_search.latency.cache import LatencyCache
-    from rs_search.latency.measure import DEFAULT_PROTOCOL, Protocol
 
 __all__ = [
     "BUILTIN_PROFILES",
@@ -43,11 +46,7 @@ __all__ = [
     "known_profiles",
 ]
 
-_LAZY = {
-    "LatencyCache": "rs_search.latency.cache",
-    "Protocol": "rs_search.latency.measure",
-    "DEFAULT_PROTOCOL": "rs_search.latency.measure",
-}
+_LAZY = {"LatencyCache": "rs_search.latency.cache"}
 
 
 def __getattr__(name: str) -> Any:

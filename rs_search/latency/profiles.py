@@ -1,15 +1,19 @@
 """Hardware profiles: what latency and memory are measured on (DESIGN.md section 3, "Latency").
 
-A profile fixes everything about the measurement that is not the architecture: the device, the
+A profile fixes everything about the measurement that is not the architecture: what is timed
+(``mode``: an inference pass, or a training step as in the paper's speed table), the device, the
 batch size, the dtype, the memory format, ``torch.compile`` and the CPU thread count. A space
 file's ``target`` section describes one (``HardwareProfile.from_dict``); ``--hardware NAME`` picks
 a built-in one or the space's own (``get_profile``).
 
 ``key()`` hashes the settings only, not the name, so two names for the same settings share cache
-rows. The device *index* is not part of the key either (``cuda:1`` and ``cuda`` measure the same
-way); which physical device ran a measurement is recorded separately as ``device_name(device)``
-(the CPU model and count, or the GPU's name), because the same profile on another machine is
-another figure (Bello et al. 2021, scaling rule 3: measure on the hardware that will run it).
+rows; inference and training-step figures never do (the mode is hashed when it is not the
+default, so the keys of inference profiles are those of earlier releases). The device *index* is
+not part of the key either (``cuda:1`` and ``cuda`` measure the same way); which physical device
+ran a measurement is recorded separately as ``device_name(device)`` (the CPU model and count, or
+the GPU's name), because the same profile on another machine is another figure (Bello et al.
+2021, scaling rule 3: measure on the hardware that will run it). A profile may name that
+hardware (``device_name``): then only figures taken on a device of that name count for it.
 """
 
 from __future__ import annotations
@@ -18,15 +22,18 @@ import hashlib
 import json
 import os
 import platform
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from rs_search.devices import allowed, is_device, parse_device
 from rs_search.errors import RsSearchError, SpecError
 
 DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+# What one timed pass is: eval-mode forward ("inference"), or forward, backward and an SGD
+# momentum step in train mode ("train_step": the paper's latency; tensorflow/tpu
+# models/official/resnet/resnet_rs/README.md, "Benchmarking details").
+MODES: tuple[str, ...] = ("inference", "train_step")
 
 
 class UnknownProfileError(RsSearchError):
@@ -38,20 +45,30 @@ class HardwareProfile:
     """How one latency/memory figure is taken. Field names match a space file's ``target``."""
 
     name: str
+    mode: str = "inference"  # inference | train_step (see MODES)
     device: str = "cpu"  # cpu, cuda or cuda:<index>
-    batch_size: int = 1  # images per timed forward pass; latency is ms per batch
+    # Images per timed pass; latency is ms per batch. train_step: the first batch tried, halved
+    # until a step fits (the paper's "initial training batch size of 128 images, which is
+    # divided by 2 until it fits onto the accelerator").
+    batch_size: int = 1
     dtype: str = "fp32"  # fp32, bf16 or fp16: weights and inputs are cast to it
     channels_last: bool = True  # NHWC: the fast convolution layout of oneDNN and cuDNN
     compile: bool = False  # torch.compile the model (compilation happens during warm-up)
     threads: int | None = None  # torch.set_num_threads for CPU runs; None: torch's default
+    # The hardware the figures must come from, as ``device_name`` reports it ("NVIDIA H200",
+    # "AMD EPYC (2 CPUs)"); None: the device this process measures on.
+    device_name: str | None = None
 
     def __post_init__(self) -> None:
         _check(self.name, str, "name")
         if not self.name.strip():
             raise SpecError("target.name: must not be empty")
+        _check(self.mode, str, "mode")
+        if self.mode not in MODES:
+            raise SpecError(f"target.mode: {self.mode!r}; allowed: {', '.join(MODES)}")
         _check(self.device, str, "device")
-        if not _DEVICE.match(self.device):
-            raise SpecError(f"target.device: {self.device!r}; allowed: cpu, cuda, cuda:<index>")
+        if not is_device(self.device, allow_auto=False):
+            raise SpecError(f"target.device: {self.device!r}; allowed: {allowed(allow_auto=False)}")
         _check(self.batch_size, int, "batch_size")
         if self.batch_size < 1:
             raise SpecError(f"target.batch_size: {self.batch_size} must be >= 1")
@@ -64,11 +81,15 @@ class HardwareProfile:
             _check(self.threads, int, "threads")
             if self.threads < 1:
                 raise SpecError(f"target.threads: {self.threads} must be >= 1")
+        if self.device_name is not None:
+            _check(self.device_name, str, "device_name")
+            if not self.device_name.strip() or len(self.device_name) > 255:
+                raise SpecError("target.device_name: expected 1 to 255 characters")
 
     @property
     def device_type(self) -> str:
         """``cpu`` or ``cuda`` (the index stripped)."""
-        return self.device.split(":", 1)[0]
+        return parse_device(self.device, where="target.device", allow_auto=False).type
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -102,8 +123,8 @@ class HardwareProfile:
 
     def key(self) -> str:
         """Stable 16-hex-digit hash of the settings that change a measurement (not the name, not
-        the device index)."""
-        payload = {
+        the device index, not ``device_name``: rows record the device they were taken on)."""
+        payload: dict[str, Any] = {
             "device": self.device_type,
             "batch_size": self.batch_size,
             "dtype": self.dtype,
@@ -111,21 +132,25 @@ class HardwareProfile:
             "compile": self.compile,
             "threads": self.threads,
         }
+        if self.mode != "inference":  # inference keys stay those of earlier releases
+            payload["mode"] = self.mode
         blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def describe(self) -> str:
         """One line for progress output: ``cpu-fp32-b1 (cpu, fp32, batch 1, NHWC, 2 threads)``."""
-        parts = [
-            self.device,
-            self.dtype,
-            f"batch {self.batch_size}",
-            "NHWC" if self.channels_last else "NCHW",
-        ]
+        batch = (
+            f"training step at batch {self.batch_size} (halved until it fits)"
+            if self.mode == "train_step"
+            else f"batch {self.batch_size}"
+        )
+        parts = [self.device, self.dtype, batch, "NHWC" if self.channels_last else "NCHW"]
         if self.compile:
             parts.append("compiled")
         if self.threads is not None:
             parts.append(f"{self.threads} thread{'s' if self.threads != 1 else ''}")
+        if self.device_name is not None:
+            parts.append(f"on {self.device_name}")
         return f"{self.name} ({', '.join(parts)})"
 
 
@@ -140,7 +165,9 @@ def _builtin(*profiles: HardwareProfile) -> dict[str, HardwareProfile]:
 
 
 # Built-in profiles: CPU inference at a single image (interactive serving) and small batches
-# (throughput), GPU serving at batch 1 in half precision and the paper's batch-128 bf16 setting.
+# (throughput), GPU serving at batch 1 in half precision and at batch 128 in bf16, and the
+# paper's latency: a training step at batch 128 (halved until it fits) in bf16 (its TPUv3
+# column) and in fp32 (its V100 column).
 BUILTIN_PROFILES: dict[str, HardwareProfile] = _builtin(
     HardwareProfile(name="cpu-fp32-b1", device="cpu", batch_size=1),
     HardwareProfile(name="cpu-fp32-b1-t1", device="cpu", batch_size=1, threads=1),
@@ -156,6 +183,11 @@ BUILTIN_PROFILES: dict[str, HardwareProfile] = _builtin(
     HardwareProfile(
         name="cuda-bf16-b128-compile", device="cuda", batch_size=128, dtype="bf16", compile=True
     ),
+    HardwareProfile(
+        name="cuda-bf16-train-b128", mode="train_step", device="cuda", batch_size=128, dtype="bf16"
+    ),
+    HardwareProfile(name="cuda-fp32-train-b128", mode="train_step", device="cuda", batch_size=128),
+    HardwareProfile(name="cpu-fp32-train-b16", mode="train_step", device="cpu", batch_size=16),
 )
 
 
@@ -190,7 +222,8 @@ def device_name(device: str) -> str:
     default thread count it changes the figure as much as the model does.
     Raises ``RsSearchError`` for a CUDA device this machine does not have.
     """
-    if device == "cpu" or device.startswith("cpu:"):
+    spec = parse_device(device, where="device", allow_auto=False)
+    if spec.type == "cpu":
         return f"{cpu_model()} ({_cpu_count()} CPUs)"
     import torch
 
@@ -199,7 +232,7 @@ def device_name(device: str) -> str:
             f"device {device!r}: this machine has no CUDA device (torch "
             f"{torch.__version__}); measure on the hardware the profile names"
         )
-    index = int(device.split(":", 1)[1]) if ":" in device else torch.cuda.current_device()
+    index = spec.index if spec.index is not None else torch.cuda.current_device()
     if index >= torch.cuda.device_count():
         raise RsSearchError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
     return str(torch.cuda.get_device_name(index))

@@ -1,8 +1,10 @@
 """``LatencyResult``: one measurement of one architecture on one hardware profile.
 
-``status`` says what the figure answers: ``ok`` (timed), ``oom`` (does not fit on this device at
-this batch size: an answer for the search, not a crash) or ``error`` (something else failed; the
-message is in ``error``). Timing fields are ``None`` unless the status is ``ok``.
+``mode`` says what one pass was: an inference forward pass, or a training step (forward,
+backward, SGD step) at ``batch_size`` images, the batch that fitted (the profile's, halved until
+a step fits). ``status`` says what the figure answers: ``ok`` (timed), ``oom`` (does not fit on
+this device at this batch size: an answer for the search, not a crash) or ``error`` (something
+else failed; the message is in ``error``). Timing fields are ``None`` unless the status is ``ok``.
 
 ``stable`` is False when the repetition medians still disagreed by more than the protocol's
 tolerance after the last repetition: the figure is stored (so nothing measures it forever) but
@@ -16,6 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from rs_search.errors import SpecError
+from rs_search.latency.profiles import MODES
 
 STATUSES: tuple[str, ...] = ("ok", "oom", "error")
 
@@ -28,7 +31,8 @@ class LatencyResult:
     device_name: str
     torch_version: str
     status: str  # ok | oom | error
-    median_ms: float | None = None  # per batch of profile.batch_size images
+    mode: str = "inference"  # inference | train_step (HardwareProfile.mode)
+    median_ms: float | None = None  # per pass (a batch of batch_size images)
     p90_ms: float | None = None
     spread: float | None = None  # (max - min) / median of the repetition medians used
     peak_memory_mb: float | None = None  # inference; see rs_search.latency.memory
@@ -37,7 +41,7 @@ class LatencyResult:
     repeats: int = 0  # repetitions run (a repetition = a timed block of iterations)
     stable: bool = False
     measured_at: str = ""  # ISO 8601, UTC
-    batch_size: int = 1
+    batch_size: int = 1  # images per timed pass (train_step: the batch that fitted)
     threads: int | None = None  # torch threads during the measurement (CPU)
     load_avg: float | None = None  # 1-minute load average at the start (context)
     contention: float | None = None  # share of the reported passes that waited for a CPU
@@ -56,6 +60,8 @@ class LatencyResult:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise SpecError(f"latency.status: {self.status!r}; allowed: {', '.join(STATUSES)}")
+        if self.mode not in MODES:
+            raise SpecError(f"latency.mode: {self.mode!r}; allowed: {', '.join(MODES)}")
 
     @property
     def ok(self) -> bool:
@@ -88,7 +94,8 @@ class LatencyResult:
         """One line: ``12.3 ms/batch (p90 13.0, spread 1.2%, 5x40 it), 45.6 MB``."""
         if self.status == "oom":
             why = f": {self.error}" if self.error else ""
-            return f"does not fit (out of memory at batch {self.batch_size}){why}"
+            at = "even at batch 1" if self.mode == "train_step" else f"at batch {self.batch_size}"
+            return f"does not fit (out of memory {at}){why}"
         if self.status == "error":
             return f"error: {self.error}"
         assert self.median_ms is not None and self.p90_ms is not None and self.spread is not None
@@ -99,8 +106,9 @@ class LatencyResult:
             if self.train_peak_memory_mb is not None
             else ""
         )
+        unit = f"ms/training step of {self.batch_size}" if self.mode == "train_step" else "ms/batch"
         return (
-            f"{self.median_ms:.3f} ms/batch (p90 {self.p90_ms:.3f}, spread "
+            f"{self.median_ms:.3f} {unit} (p90 {self.p90_ms:.3f}, spread "
             f"{100 * self.spread:.1f}%{flag}, {self.iterations} passes in {self.repeats} reps)"
             f"{mem}{train}"
         )

@@ -1,7 +1,7 @@
 """Rank statistics for "do FLOPs predict latency?" (Bello et al. 2021, scaling rule 3).
 
-Written out rather than imported from scipy: twenty lines, no optional dependency, and the tests
-check them against ``scipy.stats.spearmanr`` where scipy is installed.
+Spearman's rank correlation is scipy's (``scipy.stats.spearmanr``, tie-averaged ranks); this
+module only says when it is undefined, and finds the pairs where FLOPs mislead beyond noise.
 """
 
 from __future__ import annotations
@@ -11,35 +11,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 
-def ranks(values: Sequence[float]) -> list[float]:
-    """Ranks 1..n; tied values share the mean of their ranks (as ``scipy.stats.rankdata``)."""
-    order = sorted(range(len(values)), key=lambda i: values[i])
-    out = [0.0] * len(values)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
-            j += 1
-        mean_rank = (i + j) / 2 + 1
-        for k in range(i, j + 1):
-            out[order[k]] = mean_rank
-        i = j + 1
-    return out
+def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's rank correlation of ``x`` and ``y``; None with fewer than 3 pairs or when an
+    axis is constant (no ranking to compare)."""
+    if len(x) != len(y):
+        raise ValueError(f"spearman: {len(x)} x values but {len(y)} y values")
+    if len(x) < 3 or len(set(x)) < 2 or len(set(y)) < 2:
+        return None
+    from scipy.stats import spearmanr  # imported here: scipy costs ~0.3 s to import
 
-
-def pearson(x: Sequence[float], y: Sequence[float]) -> float:
-    if len(x) != len(y) or len(x) < 2:
-        raise ValueError("pearson needs two sequences of the same length >= 2")
-    mx, my = sum(x) / len(x), sum(y) / len(y)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True))
-    sxx = sum((a - mx) ** 2 for a in x)
-    syy = sum((b - my) ** 2 for b in y)
-    return sxy / math.sqrt(sxx * syy) if sxx > 0 and syy > 0 else math.nan
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float:
-    """Spearman's rank correlation: Pearson's correlation of the (tie-averaged) ranks."""
-    return pearson(ranks(x), ranks(y))
+    rho = float(spearmanr(x, y).statistic)
+    return None if math.isnan(rho) else rho
 
 
 @dataclass(frozen=True)

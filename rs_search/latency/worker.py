@@ -22,7 +22,7 @@ from typing import Any
 
 from rs_search.errors import RsSearchError, SpecError, StorageError
 from rs_search.latency.cache import Heartbeat, LatencyCache, default_worker_id
-from rs_search.latency.measure import Protocol, measure
+from rs_search.latency.measure import DEFAULT_PROTOCOL, Protocol, measure
 from rs_search.latency.profiles import HardwareProfile, get_profile
 from rs_search.latency.result import LatencyResult
 from rs_search.specs import ArchSpec
@@ -195,7 +195,12 @@ class LatencyWorker:
             self._measuring = True
             try:
                 with Heartbeat(self.cache, claim):
-                    result = measure(arch, self.profile, protocol=self.protocol)
+                    result = measure(
+                        arch,
+                        self.profile,
+                        device=self.profile.device,
+                        protocol=self.protocol or DEFAULT_PROTOCOL,
+                    )
             finally:
                 self._measuring = False
         except (WorkerInterrupted, KeyboardInterrupt):

@@ -14,8 +14,7 @@ import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
+from rs_search.latency.stats import spearman
 from rs_search.reports.records import TrialRecord
 from rs_search.specs import ArchSpec
 
@@ -120,34 +119,6 @@ def _correlation(
         spearman=spearman(xs, ys),
         discordant=discordant_share(xs, ys),
     )
-
-
-def _ranks(values: Sequence[float]) -> np.ndarray:
-    """Ranks 1..n with ties given their average rank (the convention of Spearman's rho)."""
-    array = np.asarray(values, dtype=float)
-    order = np.argsort(array, kind="mergesort")
-    ranks = np.empty(len(array), dtype=float)
-    sorted_values = array[order]
-    i = 0
-    while i < len(array):
-        j = i
-        while j + 1 < len(array) and sorted_values[j + 1] == sorted_values[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        i = j + 1
-    return ranks
-
-
-def spearman(x: Sequence[float], y: Sequence[float]) -> float | None:
-    """Spearman's rank correlation: Pearson's r of the tie-averaged ranks."""
-    if len(x) != len(y):
-        raise ValueError(f"spearman: {len(x)} x values but {len(y)} y values")
-    if len(x) < 3:
-        return None
-    rx, ry = _ranks(x), _ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return None
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def discordant_share(x: Sequence[float], y: Sequence[float]) -> float | None:

@@ -171,6 +171,8 @@ class BroadcastTrain:
 def _send(message: dict[str, Any] | None) -> None:
     import torch.distributed as dist
 
+    if message is None and not dist.is_initialized():
+        return  # the goodbye after a rank's failure ended the group: nobody is listening
     dist.broadcast_object_list([message], src=0)
 
 
@@ -186,7 +188,9 @@ def _init_group(device: str) -> tuple[int, int]:
     import torch
     import torch.distributed as dist
 
-    on_cuda = torch.cuda.is_available() and device != "cpu"
+    from rs_search.devices import parse_device
+
+    on_cuda = torch.cuda.is_available() and parse_device(device).type != "cpu"
     if on_cuda:
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
     dist.init_process_group(backend="nccl" if on_cuda else "gloo", timeout=_TIMEOUT)
@@ -210,7 +214,11 @@ def _follower(device: str, stop: Callable[[], bool], loader_workers: int | None)
                 should_stop=stop,
             )
         except (RsSearchError, TrialInterrupted):
-            pass  # rank 0 records the outcome; the group has left the trial together
+            import torch.distributed as dist
+
+            if not dist.is_initialized():  # a rank failed alone and the engine ended the group
+                raise
+            # rank 0 records the outcome; the group has left the trial together
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-trials", type=int, default=None)
     args = parser.parse_args(argv)
 
+    from rs_search.env import Environment
     from rs_search.search.worker import StopFlag, run_worker
 
     stop = StopFlag()
@@ -244,6 +253,7 @@ def main(argv: list[str] | None = None) -> int:
                 stop=stop,
                 world_size=world,
                 max_trials=args.max_trials,
+                environment=Environment.from_environ(),
                 make_launcher=lambda s: BroadcastTrain(
                     local=LocalTrain(
                         data=s.data,

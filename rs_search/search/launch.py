@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from rs_search.budget import parse_budget
+from rs_search.devices import worker_devices
 from rs_search.errors import DataError, RsSearchError
 from rs_search.search.artifacts import CheckpointStore
 from rs_search.search.settings import SAMPLERS, StudySettings, settings_from_space
@@ -106,7 +107,7 @@ def plan_start(
     space = load_space(space_file)
     train_images = check_data(data, space)
     flops = _flops_range(space)
-    devices = _devices(device, workers)
+    devices = worker_devices(device, workers)
     url = resolve_storage_url(storage)
     make_engine(url).dispose()  # StorageError with the password masked when unreachable
     name = study_name or _default_name(space, space_file, epochs)
@@ -175,24 +176,6 @@ def _flops_range(space: SearchSpace) -> tuple[int, int] | None:
         return None
 
 
-def _devices(device: str, workers: int | None) -> tuple[str, ...]:
-    """One device per local worker: explicit ``cuda:i`` or ``cpu`` for all; ``auto``/``cuda``
-    spreads workers over the visible GPUs (one each by default), else one CPU worker."""
-    if workers is not None and workers < 1:
-        raise RsSearchError(f"--workers {workers}: must be at least 1")
-    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
-        raise RsSearchError(f"--device {device!r}; allowed: auto, cpu, cuda, cuda:<index>")
-    import torch
-
-    gpus = torch.cuda.device_count() if device in ("auto", "cuda") else 0
-    if device == "cuda" and gpus == 0:
-        raise RsSearchError("--device cuda: no CUDA device is visible")
-    if gpus:
-        n = workers or gpus
-        return tuple(f"cuda:{i % gpus}" for i in range(n))
-    return tuple([device if device != "auto" else "cpu"] * (workers or 1))
-
-
 # -- running -----------------------------------------------------------------------------------
 
 
@@ -227,8 +210,14 @@ class LocalWorkers:
             ]
             if plan.timeout_s is not None:
                 cmd += ["--timeout", f"{int(plan.timeout_s)}s"]
-            if plan.loader_workers is not None:
-                cmd += ["--loader-workers", str(plan.loader_workers)]
+            loader_workers = plan.loader_workers
+            if loader_workers is None:  # this machine's CPUs shared among the workers started here
+                import torch
+
+                from rs_search.train.loader import default_workers
+
+                loader_workers = default_workers(torch.device(device), processes=plan.workers)
+            cmd += ["--loader-workers", str(loader_workers)]
             handle = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped
             procs.append(
                 subprocess.Popen(

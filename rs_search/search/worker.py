@@ -33,7 +33,9 @@ import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
 from optuna.trial import FrozenTrial, TrialState
 
+from rs_search.env import Environment
 from rs_search.errors import TrialInterrupted
+from rs_search.latency.window import protocol_for
 from rs_search.search import attrs
 from rs_search.search.artifacts import CheckpointStore
 from rs_search.search.deps import CachedLatency, LatencyUnavailable, LocalTrain
@@ -95,15 +97,19 @@ def run_worker(
     world_size: int = 1,
     loader_workers: int | None = None,
     auto_scale: bool = False,
+    environment: Environment | None = None,
 ) -> WorkerReport:
     """Join ``study_name`` and run trials until the budget is spent, the timeout passes,
     ``max_trials`` have run here, or SIGTERM arrives. ``auto_scale`` (or
-    ``$RS_SEARCH_AUTO_SCALE=1``): after each sampler trial, enqueue a scaling-rule proposal."""
+    ``$RS_SEARCH_AUTO_SCALE=1``): after each sampler trial, enqueue a scaling-rule proposal.
+    ``environment``: the ``RS_SEARCH_*`` settings the entry point read (latency protocol and
+    wait); None: the defaults."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if stop is None:
         stop = StopFlag()
         stop.install()
+    env = environment or Environment()
     study, settings = join_study(study_name, storage, sampler_seed=sampler_seed)
     store = CheckpointStore.from_spec(artifacts or settings.artifacts)
     launcher = (
@@ -117,8 +123,16 @@ def run_worker(
         study_name=study_name,
         settings=settings,
         space=settings.search_space(),
-        # The latency cache shares the study storage's engine: one pool per process.
-        latency=CachedLatency(_engine_of(study), settings.target),
+        # The latency cache shares the study storage's engine: one pool per process. Figures are
+        # taken on this worker's own device, and a wait for one ends when SIGTERM arrives.
+        latency=CachedLatency(
+            _engine_of(study),
+            settings.target,
+            device=device,
+            protocol=protocol_for(env),
+            stop=stop,
+            wait_s=env.latency_wait_s,
+        ),
         launcher=launcher,
         checkpoints=store,
         should_stop=stop,

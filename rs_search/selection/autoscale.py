@@ -178,12 +178,13 @@ class StudyCosts:
         params_m = count_params(arch) / 1e6
         self._open()
         if self._cache is not None and self._profile is not None:
-            # A figure from any device of this profile counts: a latency worker on the
-            # deployment hardware may have filled the table for a study training elsewhere.
+            # A figure from the target's named hardware (else any device of this profile: an
+            # estimate) counts: a latency worker on the deployment hardware may have filled the
+            # table for a study training elsewhere.
             result = (
-                self._cache.get_or_measure(arch, self._profile)
+                self._cache.get_or_measure(arch, self._profile, device=self._profile.device)
                 if self.measure
-                else self._cache.get(arch, self._profile, any_device=True)
+                else self._cache.find(arch, self._profile, device_name=self._profile.device_name)
             )
             if result is not None and getattr(result, "status", "ok") == "ok":
                 how = "measured" if self.measure else "latency cache"

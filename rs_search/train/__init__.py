@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["EpochMetrics", "TrainResult", "train"]
+__all__ = ["EpochMetrics", "RunOptions", "TrainResult", "train"]
 
 
 def __getattr__(name: str) -> Any:

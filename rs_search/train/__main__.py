@@ -14,6 +14,7 @@ import os
 import sys
 from pathlib import Path
 
+from rs_search.devices import DEVICE_HELP
 from rs_search.errors import RsSearchError, TrialInterrupted
 
 
@@ -27,7 +28,7 @@ def _parser() -> argparse.ArgumentParser:
         default="digits",
         help="digits | imagefolder:PATH | cifar10:PATH | cifar100:PATH | synthetic[:CLASSES]",
     )
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:INDEX")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument(
         "--out", type=Path, default=None, help="output folder (checkpoints, metrics.json)"
     )
@@ -37,6 +38,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=None, help="override recipe.epochs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers per process")
+    p.add_argument(
+        "--micro-batch",
+        type=int,
+        default=None,
+        help="images per pass on each device; gradients accumulate to the recipe's batch",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar or epoch lines")
     p.add_argument("--debug", action="store_true", help="full traceback on errors")
     return p
@@ -45,23 +52,24 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from rs_search.train.distributed import init_from_env, leave_group
+    from rs_search.train.engine import RunOptions
     from rs_search.train.launch import LAUNCHED_ENV, configure_logging, run_local, write_error_file
 
     configure_logging()
     rank = int(os.environ.get("RANK", "0"))
     try:
         init_from_env(args.device)
-        run_local(
-            config=args.config,
+        options = RunOptions(
             data=args.data,
             device=args.device,
-            out=args.out,
+            out_dir=args.out,
             resume=args.resume,
-            epochs=args.epochs,
             seed=args.seed,
             num_workers=args.num_workers,
+            micro_batch=args.micro_batch,
             progress=not args.no_progress,
         )
+        run_local(args.config, options, epochs=args.epochs)
         return 0
     except TrialInterrupted as exc:
         if rank == 0:

@@ -7,31 +7,48 @@ so that ``torch.load(weights_only=True)`` reads it: it never runs code from the 
 Writes go to a temporary file in the same folder, are flushed to disk and then renamed over the
 final name (``os.replace`` is atomic on POSIX), so a crash or ``kill -9`` mid-write leaves the
 previous checkpoint intact and never a half-written one under a checkpoint name.
+
+Also here: the random-number state a mid-epoch checkpoint carries (:func:`rng_state`), and what a
+run checks before it resumes one (:class:`RunKey`, :func:`load_for_resume`).
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
 import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from rs_search.errors import RsSearchError
+from rs_search.train.distributed import Agreed, DistContext, broadcast_object
+
 __all__ = [
+    "FORMAT",
     "KEEP",
     "LoadedCheckpoint",
+    "RunKey",
     "checkpoint_paths",
+    "load_for_resume",
     "load_latest",
+    "refuse_overwrite",
+    "rng_state",
     "save_checkpoint",
+    "set_rng_state",
     "write_atomic",
 ]
 
 log = logging.getLogger("rs_search.train")
 
+# 2: the CUDA random state is the run's own device's (``rng.cuda_device``); format 1 kept every
+# visible GPU's by position, which a retry on another GPU restored onto the wrong one.
+FORMAT = 2
 KEEP = 2  # checkpoints kept: the newest, and one to fall back on if the newest is corrupt
 _NAME = re.compile(r"^ckpt-(\d{4,})-(\d{6,})\.pt$")
 
@@ -115,3 +132,112 @@ def load_latest(
             continue
         return LoadedCheckpoint(path=path, state=state)
     return None
+
+
+# ------------------------------------------------------------------------------- random state
+
+
+def rng_state(device: torch.device) -> dict[str, Any]:
+    """Python, NumPy, torch CPU and (on CUDA) ``device``'s own generator states, as tensors and
+    plain values so that ``weights_only=True`` loads them. Only the run's device: the other GPUs
+    of the machine belong to other workers, and a resumed run may land on another index."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys).astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+            "kind": str(kind),
+        },
+    }
+    if device.type == "cuda":
+        state["cuda_device"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    """Restore :func:`rng_state`'s states; the CUDA one onto ``device`` (this run's), whichever
+    index saved it. A format-1 list of every GPU's state is not used: which entry was the run's
+    is unknown."""
+    torch.set_rng_state(state["torch"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    npy = state["numpy"]
+    keys = npy["keys"].numpy().astype(np.uint32)
+    np.random.set_state((npy["kind"], keys, npy["pos"], npy["has_gauss"], npy["gauss"]))
+    if device.type == "cuda" and state.get("cuda_device") is not None:
+        torch.cuda.set_rng_state(state["cuda_device"], device)
+
+
+# ------------------------------------------------------------------------------------ resuming
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunKey:
+    """What a checkpoint must match for this run to continue it."""
+
+    candidate_key: str
+    data: str
+    steps_per_epoch: int
+
+    def stamp(self) -> dict[str, Any]:
+        """The fields a checkpoint of this run carries."""
+        return {
+            "format": FORMAT,
+            "candidate_key": self.candidate_key,
+            "data": self.data,
+            "steps_per_epoch": self.steps_per_epoch,
+        }
+
+    def problem(self, state: dict[str, Any], path: Path) -> str | None:
+        """Why ``state`` (read from ``path``) cannot be resumed by this run, or None."""
+        if state.get("candidate_key") != self.candidate_key:
+            return (
+                f"{path} belongs to another candidate (key {state.get('candidate_key')}, "
+                f"this one is {self.candidate_key}); use a new output folder"
+            )
+        if state.get("data") != self.data:
+            return f"{path} was trained on data {state.get('data')!r}, not {self.data!r}"
+        if state.get("steps_per_epoch") != self.steps_per_epoch:
+            return (
+                f"{path} has {state.get('steps_per_epoch')} steps per epoch, this run "
+                f"{self.steps_per_epoch}; the data or batch size changed"
+            )
+        return None
+
+
+def refuse_overwrite(folder: Path, ctx: DistContext) -> None:
+    """Without ``--resume``, a folder that holds checkpoints is refused (nothing is overwritten);
+    rank 0 looks (only it writes there) and every rank raises the same error."""
+    found = bool(checkpoint_paths(folder)) if ctx.is_main else False
+    if broadcast_object(found, ctx):
+        raise Agreed(
+            RsSearchError(
+                f"{folder} already holds checkpoints of an earlier run; resume it (--resume) "
+                "or choose another output folder (--out)"
+            )
+        )
+
+
+def load_for_resume(folder: Path, key: RunKey, ctx: DistContext) -> dict[str, Any] | None:
+    """The newest loadable checkpoint in ``folder`` that ``key`` may continue, on every rank;
+    None when there is none. Rank 0 reads and checks it and broadcasts it over the CPU, so every
+    rank resumes from the same one even when only rank 0 can read ``folder``. A checkpoint of
+    another run is refused on every rank alike."""
+    state: dict[str, Any] | None = None
+    problem: str | None = None
+    if ctx.is_main:
+        found = load_latest(folder)
+        if found is not None:
+            state, problem = found.state, key.problem(found.state, found.path)
+            if problem is None:
+                log.info("resuming from %s (epoch %d done)", found.path, state["epoch"])
+        elif checkpoint_paths(folder):
+            log.warning("no loadable checkpoint in %s; starting from epoch 0", folder)
+    state, problem = broadcast_object((None if problem else state, problem), ctx)
+    if problem is not None:
+        raise Agreed(RsSearchError(problem))
+    return state

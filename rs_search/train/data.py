@@ -2,8 +2,12 @@
 ``cifar100:PATH`` and ``synthetic[:CLASSES]``.
 
 Every source returns a :class:`DataSource`: a train and a val ``Dataset`` that yield
-``(float image (C, R, R), label)`` with the recipe's per-image augmentation already applied
-(:mod:`rs_search.train.augment`), the number of classes, and how many images each split has.
+``(uint8 image (C, R, R), label)`` with the recipe's per-image augmentation already applied
+(:mod:`rs_search.train.augment`), the number of classes, how many images each split has, and the
+per-channel mean and std that the engine normalises with on the device
+(:class:`rs_search.train.step.DeviceNormalize`). uint8 batches are a quarter of float32 ones in
+the loader processes' shared memory and in every host copy (issue 14: float32 batches of the
+paper's space needed ~20 GB of shared memory per worker at 160 px).
 Everything a user can get wrong (unknown spec, missing/empty/mis-laid folder, unreadable image,
 offline and absent CIFAR) is a :class:`~rs_search.errors.DataError` with one line naming the path.
 """
@@ -14,12 +18,13 @@ import os
 import re
 import shlex
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch.utils.data import Dataset
+from torchvision.transforms import v2
 
 from rs_search.errors import DataError
 from rs_search.specs import MAX_NUM_CLASSES, ArchSpec, RecipeSpec
@@ -31,6 +36,7 @@ __all__ = [
     "build_data",
     "digits_split",
     "parse_data_spec",
+    "uint8_output",
 ]
 
 DATA_SPECS = "digits, imagefolder:PATH, cifar10:PATH, cifar100:PATH, synthetic[:CLASSES]"
@@ -41,7 +47,7 @@ Transform = Callable[[Any], torch.Tensor]
 
 @dataclass(frozen=True, kw_only=True)
 class DataSource:
-    """A train and a val split, ready for a DataLoader (images transformed per item)."""
+    """A train and a val split, ready for a DataLoader (uint8 images, augmented per item)."""
 
     name: str
     train: Dataset[tuple[torch.Tensor, int]]
@@ -49,6 +55,8 @@ class DataSource:
     num_classes: int
     train_size: int
     val_size: int
+    mean: tuple[float, ...] = ()  # per channel, on the 0..1 scale; set by build_data
+    std: tuple[float, ...] = ()
 
 
 def parse_data_spec(spec: str) -> tuple[str, str]:
@@ -384,14 +392,18 @@ def build_data(spec: str, arch: ArchSpec, recipe: RecipeSpec) -> DataSource:
     when the data's class count differs from ``arch.num_classes``."""
     kind, arg = parse_data_spec(spec)
     policy = DIGITS_POLICY if kind == "digits" else AugmentPolicy()
-    train_tf = train_transform(
-        resolution=arch.resolution,
-        channels=arch.in_channels,
-        randaug_layers=recipe.randaug_layers,
-        randaug_magnitude=recipe.randaug_magnitude,
-        policy=policy,
+    train_tf = uint8_output(
+        train_transform(
+            resolution=arch.resolution,
+            channels=arch.in_channels,
+            randaug_layers=recipe.randaug_layers,
+            randaug_magnitude=recipe.randaug_magnitude,
+            policy=policy,
+        )
     )
-    val_tf = eval_transform(resolution=arch.resolution, channels=arch.in_channels, policy=policy)
+    val_tf = uint8_output(
+        eval_transform(resolution=arch.resolution, channels=arch.in_channels, policy=policy)
+    )
     if kind == "digits":
         source = _digits(arch, train_tf, val_tf)
     elif kind == "synthetic":
@@ -405,4 +417,15 @@ def build_data(spec: str, arch: ArchSpec, recipe: RecipeSpec) -> DataSource:
             f"data {spec!r} has {source.num_classes} classes but arch.num_classes is "
             f"{arch.num_classes}; set arch.num_classes: {source.num_classes} in the candidate"
         )
-    return source
+    mean, std = policy.channel_stats(arch.in_channels)
+    return replace(source, mean=tuple(mean), std=tuple(std))
+
+
+def uint8_output(transform: v2.Compose) -> v2.Compose:
+    """``transform`` without its float conversion and normalisation: the same pixels as uint8,
+    which the engine scales and normalises on the device with the policy's statistics
+    (``DeviceNormalize`` repeats ``ToDtype(float32, scale=True)`` and ``Normalize`` exactly).
+    Dropping the steps by type keeps augment.py's transforms the single definition of the
+    preprocessing; its steps before the conversion all work on uint8 already."""
+    kept = [t for t in transform.transforms if not isinstance(t, v2.ToDtype | v2.Normalize)]
+    return v2.Compose(kept)

@@ -20,11 +20,16 @@ import signal
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from rs_search.errors import RsSearchError, SpecError
 from rs_search.specs import Candidate
+
+if TYPE_CHECKING:
+    from rs_search.train.trainer import RunOptions
 
 __all__ = [
     "ERROR_FILE_ENV",
@@ -127,37 +132,19 @@ class _SigtermFlag:
             signal.signal(signal.SIGTERM, self.previous)  # type: ignore[arg-type]
 
 
-def run_local(
-    *,
-    config: Path,
-    data: str,
-    device: str = "auto",
-    out: Path | None = None,
-    resume: bool = False,
-    epochs: int | None = None,
-    seed: int = 0,
-    num_workers: int | None = None,
-    progress: bool = True,
-) -> object:
-    """Train in this process (joining the torch.distributed group when there is one), print the
-    summary on rank 0 and return the ``TrainResult``."""
+def run_local(config: Path, options: RunOptions, *, epochs: int | None = None) -> object:
+    """Train the candidate file ``config`` (with ``recipe.epochs`` replaced by ``epochs`` when
+    given) in this process, joining the torch.distributed group when there is one; print the
+    summary on rank 0 and return the ``TrainResult``. ``options.out_dir`` None means
+    :func:`default_out_dir`; SIGTERM checkpoints and stops (``should_stop``)."""
     from rs_search.train.distributed import context
     from rs_search.train.engine import train
 
     candidate = load_candidate(config, epochs=epochs)
-    out_dir = out if out is not None else default_out_dir(config, candidate)
+    if options.out_dir is None:
+        options = replace(options, out_dir=default_out_dir(config, candidate))
     with _SigtermFlag() as sigterm:
-        result = train(
-            candidate,
-            data=data,
-            device=device,
-            out_dir=out_dir,
-            resume=resume,
-            should_stop=sigterm,
-            progress=progress,
-            seed=seed,
-            num_workers=num_workers,
-        )
+        result = train(candidate, options, should_stop=sigterm)
     if context().is_main:
         print(summary_line(result), flush=True)
     return result

@@ -29,6 +29,7 @@ __all__ = [
     "SeededItems",
     "ShardSampler",
     "batches",
+    "available_cpus",
     "build_loaders",
     "default_workers",
     "ignore_sigterm",
@@ -120,17 +121,27 @@ def ignore_sigterm(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def default_workers(device: torch.device, ctx: DistContext) -> int:
-    """Loader processes per rank: on CUDA up to 8; on CPU one core is left to the model
-    (decoding and RandAugment run beside the training threads), none when cores are scarce."""
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which a container or ``taskset`` sets)."""
     if hasattr(os, "sched_getaffinity"):
-        cpus = len(os.sched_getaffinity(0))
-    else:
-        cpus = os.cpu_count() or 1
-    per_rank = max(1, cpus // ctx.world_size)
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_workers(device: torch.device, *, processes: int = 1, cpus: int | None = None) -> int:
+    """Loader processes for one training process, when ``--num-workers`` is not given.
+
+    ``processes``: training processes sharing this machine's CPUs (the ranks of a local torchrun
+    group times the search workers started side by side); each gets an equal share of ``cpus``
+    (default :func:`available_cpus`), so 8 GPU workers on 16 cores start 2 loader processes
+    each, not 8 (issue 14). On CUDA up to 8 per process; on CPU one core of the share is left to
+    the model (decoding and RandAugment run beside the training threads), none when cores are
+    scarce. Project heuristics, like timm's and torchvision's reference scripts' defaults.
+    """
+    share = max(1, (cpus if cpus is not None else available_cpus()) // max(1, processes))
     if device.type == "cuda":
-        return min(8, per_rank)
-    return max(0, min(4, per_rank - 1))
+        return min(8, share)
+    return max(0, min(4, share - 1))
 
 
 def build_loaders(
@@ -151,17 +162,23 @@ def build_loaders(
         "persistent_workers": workers > 0,
         "worker_init_fn": ignore_sigterm if workers > 0 else None,
     }
+    # Each loader draws its iterators' base seed from a generator of its own: from torch's
+    # global one, creating an iterator shifted the dropout stream, so a run resumed mid-epoch
+    # (its iterator made anew) drew other dropout masks than the uninterrupted run. The base
+    # seed itself changes nothing: every image's augmentation is seeded by SeededItems.
     train_loader = DataLoader(
         SeededItems(source.train),
         batch_size=per_rank_batch,
         sampler=sampler,
         drop_last=True,
+        generator=torch.Generator().manual_seed(seed),
         **common,
     )
     val_loader = DataLoader(
         source.val,
         batch_size=per_rank_batch * 2,
         sampler=ShardSampler(source.val_size, ctx),
+        generator=torch.Generator().manual_seed(seed),
         **common,
     )
     return train_loader, sampler, val_loader

@@ -19,9 +19,8 @@ Bello et al. 2021 (arXiv 2103.07579) Sec. 4.2 and the official configs (tensorfl
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from torch import nn
+import torch
+from torch import Tensor, nn
 from torch.optim import SGD, Optimizer
 from torch.optim.lr_scheduler import CosineAnnealingLR, LinearLR, LRScheduler, SequentialLR
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
@@ -109,6 +108,11 @@ class WarmupEma(AveragedModel):
     it stays on the CPU (``AveragedModel`` registers it there when built without ``device``),
     so reading it costs no device synchronisation. The first update copies the model, as
     ``AveragedModel`` does; update ``t >= 1`` uses decay ``ema_decay_at(decay, t)``.
+
+    ``update_parameters`` does ``AveragedModel``'s work without its per-step
+    ``n_averaged.to(device)``: a copy from pageable host memory to a CUDA device waits for the
+    device, so every training step waited for the GPU (issue 14). The EMA function ignores that
+    argument; the arithmetic is the same ``torch._foreach_lerp_``.
     """
 
     def __init__(self, model: nn.Module, *, decay: float) -> None:
@@ -121,9 +125,23 @@ class WarmupEma(AveragedModel):
     def updates(self) -> int:
         return int(self.n_averaged)
 
+    @torch.no_grad()
     def update_parameters(self, model: nn.Module) -> None:
-        self.multi_avg_fn = get_ema_multi_avg_fn(ema_decay_at(self.decay, self.updates))
-        super().update_parameters(model)
+        ours = [*self.module.parameters(), *self.module.buffers()]
+        theirs = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        if self.updates == 0:
+            for mine, source in zip(ours, theirs, strict=True):
+                mine.detach().copy_(source)
+        else:
+            average = get_ema_multi_avg_fn(ema_decay_at(self.decay, self.updates))
+            groups: dict[tuple[torch.device, torch.dtype], tuple[list[Tensor], list[Tensor]]] = {}
+            for mine, source in zip(ours, theirs, strict=True):
+                pair = groups.setdefault((mine.device, mine.dtype), ([], []))
+                pair[0].append(mine.detach())
+                pair[1].append(source)
+            for mine_list, source_list in groups.values():
+                average(mine_list, source_list, None)
+        self.n_averaged += 1
 
 
 def build_ema(model: nn.Module, recipe: RecipeSpec) -> WarmupEma | None:
@@ -136,8 +154,3 @@ def build_ema(model: nn.Module, recipe: RecipeSpec) -> WarmupEma | None:
 def current_lr(optimizer: Optimizer) -> float:
     """The LR of the first parameter group (all groups share it)."""
     return float(optimizer.param_groups[0]["lr"])
-
-
-def named_no_decay(model: nn.Module) -> Iterable[str]:
-    """Names of the parameters :func:`param_groups` exempts from weight decay."""
-    return (name for name, p in model.named_parameters() if p.requires_grad and p.ndim <= 1)

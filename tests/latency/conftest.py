@@ -7,13 +7,11 @@ flags; tests that do not check timing use ``QUICK`` so they stay fast.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import Any
 
-import pytest
-
-from rs_search.latency.measure import Protocol
-from rs_search.latency.profiles import HardwareProfile
+from rs_search.latency.profiles import HardwareProfile, torch_version
+from rs_search.latency.result import LatencyResult
+from rs_search.latency.window import Protocol
 from rs_search.specs import ArchSpec
 
 T1 = HardwareProfile(name="test-cpu-b1-t1", device="cpu", batch_size=1, threads=1)
@@ -39,22 +37,29 @@ def tiny(
     return ArchSpec(layout=layout, width=width, resolution=resolution, num_classes=10)
 
 
-@dataclass
-class BuildCounter:
-    calls: int = 0
-
-
-@pytest.fixture
-def count_builds(monkeypatch: pytest.MonkeyPatch) -> Iterator[BuildCounter]:
-    """Counts calls of ``rs_search.models.build_model`` (the real builder still runs)."""
-    import rs_search.models as models
-
-    counter = BuildCounter()
-    real = models.build_model
-
-    def counting(*args: object, **kwargs: object) -> object:
-        counter.calls += 1
-        return real(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(models, "build_model", counting)
-    yield counter
+def stored(
+    arch: ArchSpec, profile: HardwareProfile, device_name: str, **fields: Any
+) -> LatencyResult:
+    """A figure as a measurement on ``device_name`` would store it (for cache tests that need a
+    figure from hardware this machine does not have)."""
+    values: dict[str, Any] = {
+        "status": "ok",
+        "median_ms": 2.0,
+        "p90_ms": 2.1,
+        "spread": 0.01,
+        "stable": True,
+        "measured_at": "2026-01-01T00:00:00+00:00",
+        "torch_version": torch_version(),
+        **fields,
+    }
+    if values["status"] != "ok":
+        values.update(median_ms=None, p90_ms=None, spread=None, stable=False)
+    return LatencyResult(
+        arch_key=arch.key(),
+        profile_name=profile.name,
+        profile_key=profile.key(),
+        device_name=device_name,
+        batch_size=profile.batch_size,
+        mode=profile.mode,
+        **values,
+    )

@@ -37,6 +37,10 @@ def test_key_hashes_settings_not_name_nor_device_index() -> None:
     assert a.key() != HardwareProfile(name="a", device="cpu", batch_size=8, dtype="fp16").key()
     # pinned: cache rows written by another process or release must keep matching
     assert HardwareProfile(name="x").key() == "f901f19818d36d36"
+    # a training step is another figure; the hardware's name is a row's, not the key's
+    step = HardwareProfile(name="x", mode="train_step")
+    assert step.key() != HardwareProfile(name="x").key()
+    assert HardwareProfile(name="x", device_name="NVIDIA H200").key() == "f901f19818d36d36"
 
 
 def test_from_space_target_section() -> None:
@@ -49,10 +53,12 @@ def test_from_space_target_section() -> None:
             "objectives": {"accuracy": "maximize", "latency": "minimize"},
             "target": {
                 "name": "edge",
+                "mode": "train_step",
                 "device": "cpu",
                 "batch_size": 4,
                 "threads": 2,
                 "channels_last": False,
+                "device_name": "AMD EPYC (2 CPUs)",
             },
         }
     )
@@ -63,6 +69,8 @@ def test_from_space_target_section() -> None:
         2,
         False,
     )
+    assert profile.mode == "train_step" and profile.device_name == "AMD EPYC (2 CPUs)"
+    assert "training step at batch 4 (halved until it fits)" in profile.describe()
     assert HardwareProfile.from_dict(space.target) == profile  # the TargetSpec itself works too
 
 
@@ -83,6 +91,11 @@ def test_a_bare_builtin_name_means_the_builtin() -> None:
         ({"name": "x", "threads": 0}, "target.threads"),
         ({"name": "x", "channels_last": "yes"}, "target.channels_last: expected bool"),
         ({"device": "cpu"}, "target.name: missing"),
+        (
+            {"name": "x", "mode": "training"},
+            "target.mode: 'training'; allowed: inference, train_step",
+        ),
+        ({"name": "x", "device_name": ""}, "target.device_name: expected 1 to 255 characters"),
     ],
 )
 def test_bad_target_sections_name_the_key(data: dict[str, object], needle: str) -> None:
@@ -115,3 +128,20 @@ def test_device_names() -> None:
             device_name("cuda")
     else:
         assert device_name("cuda:0") == torch.cuda.get_device_name(0)
+
+
+def test_a_space_target_with_a_bad_mode_names_the_key() -> None:
+    from rs_search.errors import SpaceError
+    from rs_search.space import parse_space
+
+    with pytest.raises(
+        SpaceError, match=r"target\.mode.*'training'; allowed: inference, train_step"
+    ):
+        parse_space(
+            {
+                "architecture": {"depth": [[1, 1, 1, 1]], "width": 0.25, "resolution": 32},
+                "recipe": {},
+                "objectives": {"accuracy": "maximize", "latency": "minimize"},
+                "target": {"name": "edge", "mode": "training"},
+            }
+        )

@@ -116,13 +116,14 @@ def digits_candidate() -> Candidate:
 @pytest.fixture(scope="session")
 def digits_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Path]]:
     """One real training run of DIGITS shared by the accuracy, curve, EMA and DDP tests."""
-    from rs_search.train.engine import train
+    from rs_search.train.engine import RunOptions, train
 
     out = tmp_path_factory.mktemp("digits") / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = train(digits_candidate(), data="digits", device="cpu", out_dir=out, progress=False)
+        options = RunOptions(data="digits", device="cpu", out_dir=out, progress=False)
+        result = train(digits_candidate(), options)
     finally:
         torch.set_num_threads(threads)
     yield result, out

@@ -55,7 +55,9 @@ def test_digits_items_match_the_candidate(channels: int) -> None:
     source = build_data("digits", arch(in_channels=channels, resolution=20), RECIPE)
     assert (source.train_size, source.val_size, source.num_classes) == (1437, 360, 10)
     image, label = source.train[0]
-    assert image.shape == (channels, 20, 20) and image.dtype == torch.float32
+    assert (
+        image.shape == (channels, 20, 20) and image.dtype == torch.uint8
+    )  # normalised on the device
     assert type(image) is torch.Tensor  # plain tensors, not tv_tensors
     assert 0 <= label < 10
     val_image, _ = source.val[0]
@@ -106,7 +108,7 @@ def test_imagefolder_reads_png_and_jpeg_grayscale_and_rgb(tmp_path: Path) -> Non
     assert (source.num_classes, source.train_size, source.val_size) == (3, 12, 6)
     for dataset in (source.train, source.val):
         images, labels = next(iter(DataLoader(dataset, batch_size=6, shuffle=False)))
-        assert images.shape == (6, 3, 24, 24) and images.dtype == torch.float32
+        assert images.shape == (6, 3, 24, 24) and images.dtype == torch.uint8
         assert labels.tolist() == sorted(labels.tolist())  # class folders in sorted order
     # A one-channel candidate reads the same files as grayscale.
     gray = build_data(f"imagefolder:{root}", arch(num_classes=3, in_channels=1), RECIPE)

@@ -15,7 +15,8 @@ from rs_search.models import build_model
 from rs_search.specs import Candidate
 from rs_search.train.checkpoint import checkpoint_paths, load_latest
 from rs_search.train.data import build_data
-from rs_search.train.engine import EpochMetrics, TrainResult, train
+from rs_search.train.engine import EpochMetrics, RunOptions, TrainResult, train
+from rs_search.train.step import DeviceNormalize
 
 from .conftest import DIGITS_BAR, DIGITS_RECIPE, candidate, make_imagefolder
 
@@ -50,12 +51,16 @@ def test_curve_and_metrics_file(digits_run: tuple[TrainResult, Path]) -> None:
     assert [p.name for p in checkpoint_paths(out)] == ["ckpt-0005-000000.pt", "ckpt-0004-000000.pt"]
 
 
-def _top1(model: torch.nn.Module, loader: DataLoader[tuple[torch.Tensor, int]]) -> float:
+def _top1(
+    model: torch.nn.Module,
+    loader: DataLoader[tuple[torch.Tensor, int]],
+    normalize: DeviceNormalize,
+) -> float:
     model.eval()
     correct = total = 0
     with torch.no_grad():
         for images, labels in loader:
-            correct += int((model(images).argmax(1) == labels).sum())
+            correct += int((model(normalize(images)).argmax(1) == labels).sum())
             total += len(labels)
     return 100.0 * correct / total
 
@@ -68,8 +73,9 @@ def test_val_top1_is_the_ema_weights(digits_run: tuple[TrainResult, Path]) -> No
     loaded = load_latest(out)
     assert loaded is not None
     cand = result.candidate
-    val = build_data("digits", cand.arch, cand.recipe).val
-    loader = DataLoader(val, batch_size=120)
+    source = build_data("digits", cand.arch, cand.recipe)
+    loader = DataLoader(source.val, batch_size=120)
+    normalize = DeviceNormalize(source.mean, source.std, torch.device("cpu"))
 
     raw = build_model(cand.arch)
     raw.load_state_dict(loaded.state["model"])
@@ -82,8 +88,8 @@ def test_val_top1_is_the_ema_weights(digits_run: tuple[TrainResult, Path]) -> No
     raw_var, ema_var = raw.state_dict()["bn1.running_var"], ema.state_dict()["bn1.running_var"]
     assert not torch.equal(raw_var, ema_var)  # buffers averaged too
     last = result.curve[-1]
-    assert _top1(ema, loader) == pytest.approx(last.val_top1, abs=1e-9)
-    assert _top1(raw, loader) == pytest.approx(last.val_top1_raw, abs=1e-9)
+    assert _top1(ema, loader, normalize) == pytest.approx(last.val_top1, abs=1e-9)
+    assert _top1(raw, loader, normalize) == pytest.approx(last.val_top1_raw, abs=1e-9)
 
 
 # --------------------------------------------------------------- rungs, stop, interrupt, resume
@@ -93,6 +99,13 @@ def test_val_top1_is_the_ema_weights(digits_run: tuple[TrainResult, Path]) -> No
 def pets(tmp_path: Path) -> str:
     """A small real image folder: 3 classes, 12 train and 6 val images (PNG/JPEG, L/RGB)."""
     return f"imagefolder:{make_imagefolder(tmp_path / 'pets')}"
+
+
+def opts(data: str, **kw: object) -> RunOptions:
+    """CPU, no progress display, no loader processes unless asked (the small folder decodes in
+    a moment)."""
+    options: dict[str, object] = {"device": "cpu", "progress": False, "num_workers": 0, **kw}
+    return RunOptions(data=data, **options)  # type: ignore[arg-type]
 
 
 def small(epochs: int = 3, **recipe: object) -> Candidate:
@@ -110,26 +123,19 @@ def test_rung_then_resume_continues_the_same_schedule(pets: str, tmp_path: Path)
     seen: list[EpochMetrics] = []
     rung = train(
         cand,
-        data=pets,
-        device="cpu",
-        out_dir=out,
-        stop_at_epoch=1,
+        RunOptions(
+            data=pets, device="cpu", out_dir=out, stop_at_epoch=1, progress=False, num_workers=0
+        ),
         on_epoch=lambda m: not seen.append(m),  # type: ignore[func-returns-value]
-        progress=False,
-        num_workers=0,
     )
     assert rung.epochs_done == 1 and not rung.stopped_early and seen == rung.curve
     assert rung.curve[0].lr == pytest.approx(cand.recipe.lr)  # warm-up done, cosine not started
-    full = train(
-        cand, data=pets, device="cpu", out_dir=out, resume=True, progress=False, num_workers=0
-    )
+    full = train(cand, opts(pets, out_dir=out, resume=True))
     assert [m.epoch for m in full.curve] == [1, 2, 3] and full.curve[0] == rung.curve[0]
     assert full.curve[-1].lr == pytest.approx(0.0, abs=1e-9)
     # The same run without the rung gives the same curve: data order, augmentation and dropout
     # draws are seeded per epoch and per image, so stopping and resuming changes nothing.
-    straight = train(
-        cand, data=pets, device="cpu", out_dir=tmp_path / "straight", progress=False, num_workers=0
-    )
+    straight = train(cand, opts(pets, out_dir=tmp_path / "straight"))
     for a, b in zip(straight.curve, full.curve, strict=True):
         assert (a.train_loss, a.val_loss, a.val_top1) == pytest.approx(
             (b.train_loss, b.val_loss, b.val_top1), rel=1e-5
@@ -138,20 +144,19 @@ def test_rung_then_resume_continues_the_same_schedule(pets: str, tmp_path: Path)
 
 @pytest.mark.slow
 def test_on_epoch_false_stops_early(pets: str) -> None:
-    result = train(
-        small(epochs=3),
-        data=pets,
-        device="cpu",
-        on_epoch=lambda m: m.epoch < 2,
-        progress=False,
-        num_workers=0,
-    )
+    result = train(small(epochs=3), opts(pets), on_epoch=lambda m: m.epoch < 2)
     assert result.stopped_early and result.epochs_done == 2 and result.out_dir is None
 
 
 @pytest.mark.slow
-def test_should_stop_checkpoints_mid_epoch_and_resume_finishes(pets: str, tmp_path: Path) -> None:
-    cand = small(epochs=2)
+@pytest.mark.parametrize("workers", [0, 1])  # in this process; one persistent loader process
+def test_should_stop_checkpoints_mid_epoch_and_resume_finishes(
+    pets: str, tmp_path: Path, workers: int
+) -> None:
+    """Interrupted at epoch 2 step 1 and resumed, the run ends where the uninterrupted one does:
+    the checkpoint carries the dropout stream, and creating the loader's iterator draws nothing
+    from it (each loader has its own generator)."""
+    cand = small(epochs=2, dropout=0.5)
     out = tmp_path / "run"
     calls = {"n": 0}
 
@@ -162,18 +167,17 @@ def test_should_stop_checkpoints_mid_epoch_and_resume_finishes(pets: str, tmp_pa
     with pytest.raises(TrialInterrupted, match="epoch 2 step 1/3"):
         train(
             cand,
-            data=pets,
-            device="cpu",
-            out_dir=out,
+            opts(pets, out_dir=out, num_workers=workers),
             should_stop=sigterm_after_four_steps,
-            progress=False,
-            num_workers=0,
         )
     assert [p.name for p in checkpoint_paths(out)][0] == "ckpt-0001-000001.pt"
-    done = train(
-        cand, data=pets, device="cpu", out_dir=out, resume=True, progress=False, num_workers=0
-    )
+    done = train(cand, opts(pets, out_dir=out, resume=True, num_workers=workers))
     assert done.epochs_done == 2 and [m.epoch for m in done.curve] == [1, 2]
+    straight = train(cand, opts(pets, num_workers=workers))
+    for a, b in zip(straight.curve, done.curve, strict=True):
+        assert (a.train_loss, a.train_top1, a.val_loss, a.val_top1_raw) == pytest.approx(
+            (b.train_loss, b.train_top1, b.val_loss, b.val_top1_raw), rel=1e-6
+        )
 
 
 def test_existing_run_is_not_overwritten_without_resume(pets: str, tmp_path: Path) -> None:
@@ -181,27 +185,11 @@ def test_existing_run_is_not_overwritten_without_resume(pets: str, tmp_path: Pat
     out.mkdir()
     (out / "ckpt-0001-000000.pt").write_bytes(b"x")
     with pytest.raises(RsSearchError, match="already holds checkpoints"):
-        train(small(), data=pets, device="cpu", out_dir=out, progress=False)
+        train(small(), opts(pets, out_dir=out))
 
 
 def test_resume_refuses_another_candidates_checkpoint(pets: str, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    train(
-        small(epochs=2),
-        data=pets,
-        device="cpu",
-        out_dir=out,
-        stop_at_epoch=1,
-        progress=False,
-        num_workers=0,
-    )
+    train(small(epochs=2), opts(pets, out_dir=out, stop_at_epoch=1))
     with pytest.raises(RsSearchError, match="belongs to another candidate"):
-        train(
-            small(epochs=2, lr_per_256=0.2),
-            data=pets,
-            device="cpu",
-            out_dir=out,
-            resume=True,
-            progress=False,
-            num_workers=0,
-        )
+        train(small(epochs=2, lr_per_256=0.2), opts(pets, out_dir=out, resume=True))

@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent(
     """
     from rs_search.errors import TrainingDiverged
     from rs_search.specs import ArchSpec, Candidate, RecipeSpec
-    from rs_search.train.engine import train
+    from rs_search.train.engine import RunOptions, train
 
     cand = Candidate(
         arch=ArchSpec(layout=(1, 1, 1, 1), width=0.25, resolution=16, num_classes=10),
@@ -21,7 +21,7 @@ SCRIPT = textwrap.dedent(
     )
     kept = []
     try:
-        train(cand, data="synthetic:10", device="cpu", num_workers=1, progress=False)
+        train(cand, RunOptions(data="synthetic:10", device="cpu", num_workers=1, progress=False))
     except TrainingDiverged as exc:
         kept.append(exc)  # its traceback keeps the training frames, and their loaders, alive
     print("raised", flush=True)
