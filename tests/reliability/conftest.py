@@ -27,8 +27,9 @@ import pytest
 from tests.deploy.pgcluster import Cluster, private_cluster
 
 DATA = Path(__file__).parent / "data"
-MICRO = DATA / "micro.yaml"  # one architecture, 8 steps per epoch, two seeds
-STEPS = DATA / "steps.yaml"  # the same with 128 steps per epoch, for faults inside a trial
+# tests/search/data/micro.yaml with two seeds (one architecture, 8 steps per epoch); for faults
+# inside an epoch the suite uses tests.search.conftest.MICRO_STEPS (128 steps per epoch).
+MICRO = DATA / "micro.yaml"
 
 # Generated fuzz cases run in this session, by test; printed by ``pytest_terminal_summary``.
 FUZZ_CASES: Counter[str] = Counter()

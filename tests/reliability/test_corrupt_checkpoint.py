@@ -18,8 +18,8 @@ import pytest
 import torch
 from optuna.trial import TrialState
 
-from tests.reliability.conftest import STEPS, kill_study_processes, study_processes, unique
-from tests.search.conftest import cli, cli_env, wait_for
+from tests.reliability.conftest import kill_study_processes, study_processes, unique
+from tests.search.conftest import MICRO_STEPS, cli, cli_env, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -54,7 +54,7 @@ def test_damaged_checkpoints_fall_back_to_the_previous_one_or_a_fresh_start(
         cli(
             "start",
             "--space",
-            str(STEPS),
+            str(MICRO_STEPS),
             "--budget",
             f"{BUDGET}epochs",
             "--trials",

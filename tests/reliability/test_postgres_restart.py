@@ -24,13 +24,12 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from tests.reliability.conftest import (
-    STEPS,
     PrivateDatabase,
     kill_study_processes,
     study_processes,
     unique,
 )
-from tests.search.conftest import cli, cli_env, wait_for
+from tests.search.conftest import MICRO_STEPS, OutputLines, cli, cli_env, wait_for
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -42,7 +41,7 @@ def _start(
         cli(
             "start",
             "--space",
-            str(STEPS),
+            str(MICRO_STEPS),
             "--budget",
             f"{budget}epochs",
             "--trials",
@@ -110,11 +109,15 @@ def _clean(text: str, db: PrivateDatabase, what: str) -> None:
 
 
 def test_search_survives_a_postgres_restart(private_db: PrivateDatabase, tmp_path: Path) -> None:
-    """Seen failing by breaking the retry (``rs_search/search/storage.py``: ``_retrying`` raising
-    at once, i.e. ``if True or not is_transient(exc) ...``): the worker died at the restart with
-    ``error: StorageInternalError: ...``, ``start`` exited 1 and two trials never ran."""
+    """Seen failing on main at 06b7726 and 81eea4b: ``start``'s progress poll is not retried
+    (Optuna's cache calls the storage's private ``_get_trials``, which the retry wrapper does
+    not cover), so ``start`` exited 1 with ``error: StorageInternalError: An exception is raised
+    during the commit...`` at the restart and printed no retry line, while its worker and the
+    joined worker reconnected. (Before the test waited for ``start``'s own retry line, it passed
+    when no poll fell inside the outage.)"""
     db, study = private_db, unique("restart")
     start = _start(db, study, tmp_path, trials=4, budget=2, grace=60)
+    start_out, start_err = OutputLines(start.stdout), OutputLines(start.stderr)
     joined: subprocess.Popen[str] | None = None
     log = tmp_path / "art" / study / "logs" / "worker-0.log"
     try:
@@ -135,14 +138,18 @@ def test_search_survives_a_postgres_restart(private_db: PrivateDatabase, tmp_pat
         )
         before = {t.number: t.values for t in _trials(db, study) if t.state == TrialState.COMPLETE}
         db.cluster.stop("fast")
-        # Down until a worker has met the outage (its retry line), then back on the same port.
+        # Down until start (its progress poll, every 2 s) and its worker have met the outage
+        # (their retry lines), then back on the same port.
+        retry = r"storage .*failed.*retry"
+        start_err.wait_for(retry, timeout=120)
         wait_for(
-            lambda: bool(re.search(r"storage .*failed.*retry", log.read_text(errors="replace"))),
+            lambda: bool(re.search(retry, log.read_text(errors="replace"))),
             timeout=120,
             what="the worker's first retry",
         )
         db.cluster.start()
-        out, err = start.communicate(timeout=600)
+        start.wait(timeout=600)
+        out, err = start_out.all(timeout=60), start_err.all(timeout=60)
         joined_out, _ = joined.communicate(timeout=300)
     finally:
         kill_study_processes(study)
