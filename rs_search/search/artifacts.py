@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,9 +30,9 @@ from urllib.parse import urlparse
 import optuna
 
 from rs_search.errors import RsSearchError
+from rs_search.study.attrs import CHECKPOINT_ARTIFACT  # trial user attribute: {"id", "file"}
 
 DEFAULT_ROOT = "rs-search-artifacts"
-CHECKPOINT_ARTIFACT = "checkpoint_artifact"  # trial user attribute: {"id", "file"}
 _SCHEMES = ("file", "artifacts", "s3", "gs")
 # optuna.artifacts.upload_artifact names an artifact str(uuid.uuid4()).
 _ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -91,17 +92,17 @@ class CheckpointStore:
 
     # -- mirroring to a remote store ---------------------------------------------------------
 
-    def fetch(self, user_attrs: dict[str, Any], out_dir: Path) -> bool:
-        """Download the inherited checkpoint into an empty ``out_dir``; True when one came.
+    def fetch(self, ref: Mapping[str, Any] | None, out_dir: Path) -> bool:
+        """Download the inherited checkpoint ``ref`` (the trial record's ``checkpoint_artifact``)
+        into an empty ``out_dir``; True when one came.
 
-        The attribute comes from the database, so it is untrusted input (issue 10 audit: a file
-        name ``../../x`` or ``/abs/x`` wrote outside the trial folder). Only a checkpoint name
-        this project writes and an artifact id of the form Optuna creates are accepted, and the
+        ``ref`` comes from the database, so it is untrusted input (issue 10 audit: a file name
+        ``../../x`` or ``/abs/x`` wrote outside the trial folder). Only a checkpoint name this
+        project writes and an artifact id of the form Optuna creates are accepted, and the
         resolved target must sit directly in ``out_dir``; anything else is refused with a
         warning, and the trial starts from what ``out_dir`` holds (a fresh start)."""
         from rs_search.train.checkpoint import checkpoint_paths
 
-        ref = user_attrs.get(CHECKPOINT_ARTIFACT)
         if self.remote is None or ref is None or checkpoint_paths(out_dir):
             return False
         target = _download_target(ref, out_dir)
@@ -169,7 +170,7 @@ def _download_target(ref: Any, out_dir: Path) -> Path | None:
     resolves directly inside ``out_dir``; else None."""
     from rs_search.train.checkpoint import is_checkpoint_name
 
-    if not isinstance(ref, dict):
+    if not isinstance(ref, Mapping):
         return None
     name, artifact_id = ref.get("file"), ref.get("id")
     if not isinstance(name, str) or not is_checkpoint_name(name):

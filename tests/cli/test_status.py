@@ -27,8 +27,8 @@ import sqlalchemy
 from optuna.trial import TrialState
 
 from rs_search.reports.status import STATES, study_status
-from rs_search.reports.study_info import StudyInfo
-from rs_search.search.settings import StudySettings
+from rs_search.study.read import StudyInfo
+from rs_search.study.settings import StudySettings
 from tests.reports.factory import demo_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -292,7 +292,7 @@ def test_study_status_eta_and_compute_from_records() -> None:
     """The pure step: ETA from the rate trials finished at, compute against the budget."""
     from datetime import timedelta
 
-    from rs_search.reports.records import study_records
+    from rs_search.study.read import study_records
     from tests.reports.factory import T0
 
     records = study_records(demo_study())

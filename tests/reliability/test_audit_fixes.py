@@ -292,9 +292,7 @@ def test_a_checkpoint_name_from_the_study_cannot_write_outside_the_trial_folder(
         name = str(tmp_path / "absolute" / name.removeprefix("/ABSOLUTE/"))
         (tmp_path / "absolute").mkdir()
     before = {p for p in tmp_path.rglob("*") if p.is_file()}
-    fetched = store.fetch(  # type: ignore[attr-defined]
-        {"checkpoint_artifact": {"id": artifact_id, "file": name}}, out_dir
-    )
+    fetched = store.fetch({"id": artifact_id, "file": name}, out_dir)  # type: ignore[attr-defined]
     assert fetched is False
     assert {p for p in tmp_path.rglob("*") if p.is_file()} == before
 
@@ -308,7 +306,7 @@ def test_an_artifact_id_from_the_study_is_checked_too(artifact_id: object, tmp_p
     store, _ = _store_with_one_upload(tmp_path)
     out_dir = tmp_path / "scratch" / "study" / "trial-0"
     ref = {"id": artifact_id, "file": "ckpt-0001-000000.pt"}
-    assert store.fetch({"checkpoint_artifact": ref}, out_dir) is False  # type: ignore[attr-defined]
+    assert store.fetch(ref, out_dir) is False  # type: ignore[attr-defined]
     assert not (out_dir / "ckpt-0001-000000.pt").exists()
 
 
@@ -317,5 +315,5 @@ def test_our_checkpoint_names_are_still_downloaded(tmp_path: Path) -> None:
     store, artifact_id = _store_with_one_upload(tmp_path)
     out_dir = tmp_path / "scratch" / "study" / "trial-0"
     ref = {"id": artifact_id, "file": "ckpt-0003-000017.pt"}
-    assert store.fetch({"checkpoint_artifact": ref}, out_dir) is True  # type: ignore[attr-defined]
+    assert store.fetch(ref, out_dir) is True  # type: ignore[attr-defined]
     assert (out_dir / "ckpt-0003-000017.pt").read_bytes() == b"checkpoint bytes"

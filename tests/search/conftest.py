@@ -132,7 +132,8 @@ def make_study(
     Returns the artifact directory. Short heartbeats (1 s / 3 s) make a dead worker's trial stale
     quickly; production uses 30 s / 120 s."""
     from rs_search.search.launch import plan_start
-    from rs_search.search.study import create_or_resume, enqueue_work
+    from rs_search.search.study import create_or_resume
+    from rs_search.study.queue import enqueue_work
 
     art = tmp / "art"
     plan = plan_start(
