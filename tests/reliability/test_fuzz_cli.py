@@ -56,20 +56,10 @@ pytestmark = [pytest.mark.postgres]
 # fault -> a command that shows it today, and the area that owns the fix. Their generators are
 # off; remove an entry when its fix lands and the fuzz test then covers it.
 _START = "rs-search start --space spaces/quickstart.yaml --budget 1epochs --study s"
-_WIRING = "owner: study (read Environment.from_environ() at the entry, before anything is created)"
 KNOWN_UNFIXED: dict[str, str] = {
-    "env:RS_SEARCH_STORAGE_RETRY_S": f"RS_SEARCH_STORAGE_RETRY_S=soon {_START}: exit 1, "
-    "'error: ValueError: could not convert string to float'; =-1 is accepted; " + _WIRING,
-    "env:RS_SEARCH_HEARTBEAT": f"RS_SEARCH_HEARTBEAT=30 {_START}: the study and its queue are "
-    "created, then the line; " + _WIRING,
-    "env:RS_SEARCH_LATENCY_PROTOCOL": f"RS_SEARCH_LATENCY_PROTOCOL=fast {_START}: the study is "
-    "created and the search runs; its trials fail; " + _WIRING,
-    "env:RS_SEARCH_LATENCY_WAIT_S": f"RS_SEARCH_LATENCY_WAIT_S=forever {_START}: the study is "
-    "created and the search runs; " + _WIRING,
-    "env:RS_SEARCH_PROGRESS": f"RS_SEARCH_PROGRESS=fancy {_START}: exit 1 after the study is "
-    "created; " + _WIRING,
-    "storage:sqlite-memory": f"{_START} --storage sqlite://: an in-memory study is created and "
-    "searched, and its workers cannot see it (owner: deploy, rs_search/storage/url.py)",
+    "storage:sqlite-memory": f"{_START} --storage sqlite://: the study is created in start's own "
+    "memory and its worker exits 2, 'study not found in sqlite://' (owner: deploy, "
+    "rs_search/storage/url.py: refuse an in-memory database)",
     "dashboard-port": "rs-search dashboard --storage sqlite:///x.db --port 99999: exit 1, "
     "'error: OverflowError: bind(): port must be 0-65535' (owner: study, cli/report_cmd.py)",
     "name:empty": f"{_START.replace('--study s', '')} --study '': the default name is used "
