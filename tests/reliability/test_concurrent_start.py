@@ -91,10 +91,15 @@ def _check_study(study: str, storage: str) -> None:
     assert len(set(params)) == len(params), shown
 
 
+@pytest.mark.xfail(
+    strict=False,  # the race is lost in about half the runs
+    reason="awaits the storage facade (owner: study): two processes create Optuna's tables at "
+    "once (UniqueViolation on pg_type); remove this mark with the fix",
+)
 def test_two_starts_at_once_make_one_study(postgres_url: str, tmp_path: Path) -> None:
     """A fresh database: both starts race to create Optuna's tables and the study.
 
-    Seen failing on main at 06b7726 (in about half the runs; otherwise the loser refused with
+    Seen failing on main at 06b7726, 81eea4b and fe6f793 (in about half the runs; otherwise the loser refused with
     "was just created by someone else; run the command again", which is allowed): the second
     ``start`` exited 2 with ``error: cannot open study storage postgresql+psycopg://...:
     (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint
@@ -112,16 +117,23 @@ def test_two_starts_at_once_make_one_study(postgres_url: str, tmp_path: Path) ->
     _check_study(study, postgres_url)
 
 
+@pytest.mark.xfail(
+    strict=False,  # when one worker happens to take both sampled slots, nothing is duplicated
+    reason="awaits the study layer (owner: study): two starts both give their worker sampler "
+    "seed S + 0, and their queues were seen overfilled (6 trials for 4); remove this mark with "
+    "the fix",
+)
 def test_two_starts_at_once_resume_one_study_within_its_budget(
     postgres_url: str, tmp_path: Path
 ) -> None:
     """The study exists (a first ``start --trials 1`` ran its first seed); two ``start --trials
     4`` resume it at once, and both enqueue the rest of the seeds and budget.
 
-    Seen failing on main at 06b7726: each start's worker was "worker 0" with sampler seed 0, so
-    trials 2 and 3 were the same candidate (lr_per_256 0.626, dropout 0.0) and the test reported
-    ``assert 3 == 4`` on the number of distinct candidates.
-    """
+    Seen failing on main at 06b7726 and fe6f793: each start's worker was "worker 0" with sampler
+    seed 0, so trials 2 and 3 were the same candidate (lr_per_256 0.626, dropout 0.0) and the
+    test reported ``assert 3 == 4`` on the number of distinct candidates; on main at 81eea4b
+    once with ``assert 6 == 4`` on the number of trials (both starts filled the queue; one
+    trial was still WAITING when the workers left)."""
     study = unique("resume")
     first = _start(study, postgres_url, tmp_path, 9, trials=1)
     out, err = first.communicate(timeout=600)

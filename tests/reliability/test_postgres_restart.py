@@ -109,7 +109,8 @@ def _clean(text: str, db: PrivateDatabase, what: str) -> None:
 
 
 def test_search_survives_a_postgres_restart(private_db: PrivateDatabase, tmp_path: Path) -> None:
-    """Seen failing on main at 06b7726 and 81eea4b: ``start``'s progress poll is not retried
+    """Passes on main at fe6f793 (the study layer's storage facade retries every call). Seen
+    failing on main at 06b7726 and 81eea4b: ``start``'s progress poll is not retried
     (Optuna's cache calls the storage's private ``_get_trials``, which the retry wrapper does
     not cover), so ``start`` exited 1 with ``error: StorageInternalError: An exception is raised
     during the commit...`` at the restart and printed no retry line, while its worker and the
@@ -166,6 +167,12 @@ def test_search_survives_a_postgres_restart(private_db: PrivateDatabase, tmp_pat
     assert all(len(t.user_attrs["curve"]) == 2 for t in trials)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="awaits the storage facade (owner: study): after the retry window the heartbeat "
+    "thread's StorageError escapes as a traceback and the worker ends with Optuna's "
+    "UnboundLocalError; remove this mark with the fix",
+)
 def test_outage_past_the_retry_window_stops_the_worker_and_hands_its_trial_back(
     private_db: PrivateDatabase, tmp_path: Path
 ) -> None:
@@ -173,10 +180,13 @@ def test_outage_past_the_retry_window_stops_the_worker_and_hands_its_trial_back(
     heartbeat thread's traceback and ended with ``error: UnboundLocalError: cannot access local
     variable 'updated_state'`` (or ``error: StorageInternalError: An exception is raised during
     the commit. This typically happens due to invalid data in the commit, e.g. exceeding max
-    length.``), which names neither the server nor the outage. The hand-back part (with the line
-    checks skipped, it passed on main) was seen failing with the heartbeat switched off
-    (``configure_heartbeat`` in ``search/study.py`` setting ``heartbeat_interval = None``):
-    ``assert [0] == []``, trial 0 RUNNING with no heartbeat row."""
+    length.``), which names neither the server nor the outage. Still failing on main at fe6f793
+    (the study layer's storage facade): the heartbeat thread's ``StorageError`` escapes as a
+    thread traceback, the worker ends with the same ``UnboundLocalError`` line, and ``start``'s
+    line gives Optuna's "invalid data ... exceeding max length" as the reason. The hand-back part
+    (with the line checks skipped, it passed on main) was seen failing with the heartbeat
+    switched off (``configure_heartbeat`` in ``search/study.py`` setting ``heartbeat_interval =
+    None``): ``assert [0] == []``, trial 0 RUNNING with no heartbeat row."""
     db, study = private_db, unique("outage")
     start = _start(db, study, tmp_path, trials=2, budget=3, grace=5, RS_SEARCH_STORAGE_RETRY_S="3")
     log = tmp_path / "art" / study / "logs" / "worker-0.log"
@@ -204,11 +214,13 @@ def test_outage_past_the_retry_window_stops_the_worker_and_hands_its_trial_back(
     lines = [line for line in worker_log.splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     assert errors == [lines[-1]], f"the worker should end with one error line:\n{worker_log}"
-    assert where in errors[0] and re.search(
-        r"refused|unreachable|cannot reach|could not connect|gave up", errors[0]
-    ), f"not a clear line (where, what): {errors[0]}"
+    for line in (errors[0], err.strip().splitlines()[-1]):
+        # Where (the server) and what (it cannot be reached), not Optuna's guess at a cause
+        # ("invalid data in the commit, e.g. exceeding max length").
+        assert line.startswith("error:") and where in line, line
+        assert re.search(r"refused|unreachable|cannot reach|could not connect", line), line
+        assert "max length" not in line, line
     assert start.returncode != 0
-    assert err.strip().splitlines()[-1].startswith("error:") and where in err, err[-2000:]
 
     db.cluster.start()
     assert _running_without_heartbeat(db) == []
