@@ -99,10 +99,10 @@ def _check_study(study: str, storage: str) -> None:
 def test_two_starts_at_once_make_one_study(postgres_url: str, tmp_path: Path) -> None:
     """A fresh database: both starts race to create Optuna's tables and the study.
 
-    Seen failing on main at 06b7726, 81eea4b and fe6f793 (in about half the runs; otherwise the loser refused with
-    "was just created by someone else; run the command again", which is allowed): the second
-    ``start`` exited 2 with ``error: cannot open study storage postgresql+psycopg://...:
-    (psycopg.errors.UniqueViolation) duplicate key value violates unique constraint
+    Seen failing on main at 06b7726, 81eea4b and fe6f793, in about half the runs (otherwise the
+    loser refused with "was just created by someone else; run the command again", which is
+    allowed): the second ``start`` exited 2 with ``error: cannot open study storage
+    postgresql+psycopg://...: duplicate key value violates unique constraint
     "pg_type_typname_nsp_index"`` (both created Optuna's tables at once), a line that blames
     the storage and does not say to run again."""
     study = unique("twice")
