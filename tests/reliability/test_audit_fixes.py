@@ -128,7 +128,8 @@ def test_the_published_extremes_stay_inside_the_bounds(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """The bounds are generous: ResNet-RS-420's layout, ImageNet-21k's classes, the paper's
-    batch of 4096 and its 350 epochs' warm-up range are accepted."""
+    batch of 4096 and its 350 epochs' warm-up range are accepted. Seen failing with
+    ``MAX_BLOCKS_PER_STAGE`` set to 80 (below ResNet-RS-420's 87)."""
     space = _space(
         tmp_path,
         "  depth: [50, 420, [4, 87, 87, 4]]\n  num_classes: 21841\n  width: {low: 0.25, high: 2}",
@@ -311,7 +312,8 @@ def test_an_artifact_id_from_the_study_is_checked_too(artifact_id: object, tmp_p
 
 
 def test_our_checkpoint_names_are_still_downloaded(tmp_path: Path) -> None:
-    """The fix refuses only what is not ours: a real reference still downloads."""
+    """The fix refuses only what is not ours: a real reference still downloads. Seen failing
+    with ``fetch`` broken to refuse every reference."""
     store, artifact_id = _store_with_one_upload(tmp_path)
     out_dir = tmp_path / "scratch" / "study" / "trial-0"
     ref = {"id": artifact_id, "file": "ckpt-0003-000017.pt"}
