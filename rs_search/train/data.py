@@ -15,6 +15,8 @@ offline and absent CIFAR) is a :class:`~rs_search.errors.DataError` with one lin
 from __future__ import annotations
 
 import os
+import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +27,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from rs_search.errors import DataError
-from rs_search.specs import ArchSpec, RecipeSpec
+from rs_search.specs import MAX_NUM_CLASSES, ArchSpec, RecipeSpec
 from rs_search.train.augment import AugmentPolicy, eval_transform, train_transform
 
 __all__ = [
@@ -65,8 +67,13 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
     if kind in ("digits",) and not arg:
         return kind, ""
     if kind == "synthetic":
-        if arg and not (arg.isdigit() and int(arg) >= 2):
-            raise DataError(f"data {spec!r}: CLASSES must be an integer >= 2, as in synthetic:10")
+        # ASCII digits only (str.isdigit takes "²"), and bounded before int() (issue 10 audit:
+        # synthetic:1000000000000 asked for 192 TB of class patterns).
+        if arg and not (re.fullmatch(r"[0-9]{1,7}", arg) and 2 <= int(arg) <= MAX_NUM_CLASSES):
+            raise DataError(
+                f"data {spec!r}: CLASSES must be an integer from 2 to {MAX_NUM_CLASSES} "
+                "(project heuristic), as in synthetic:10"
+            )
         return kind, arg or "10"
     if kind in ("imagefolder", "cifar10", "cifar100"):
         if not arg:
@@ -342,7 +349,9 @@ class _ConvertThen:
 def _cifar(
     kind: str, path: str, arch: ArchSpec, train_tf: Transform, val_tf: Transform
 ) -> DataSource:
-    """torchvision's CIFAR-10/100 in ``path``; downloaded there when absent and online."""
+    """torchvision's CIFAR-10/100 in ``path``. Never downloaded here: opening the data is also how
+    ``start`` checks a data spec, and a check must not fetch 170 MB or create folders (issue 10
+    audit); the error says how to fetch it once."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls = CIFAR10 if kind == "cifar10" else CIFAR100
@@ -354,18 +363,16 @@ def _cifar(
 
     try:
         train = load(True, train_tf)
-    except RuntimeError:  # not there (or corrupt): try to download it
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            cls(str(root), train=True, download=True)
-            train = load(True, train_tf)
-        except Exception as exc:  # network errors come in many types (URLError, socket, HTTP)
-            reason = str(getattr(exc, "reason", "") or exc).split("\n")[0]
-            raise DataError(
-                f"{root}: no {kind} dataset there and the download failed ({reason}); "
-                f"put torchvision's {cls.base_folder} folder in {root} or run once online"
-            ) from None
-    val = load(False, val_tf)
+        val = load(False, val_tf)
+    except (RuntimeError, OSError) as exc:  # torchvision: "Dataset not found or corrupted."
+        reason = str(exc).split("\n")[0]
+        code = f"from torchvision.datasets import {cls.__name__}; "
+        code += f"{cls.__name__}({str(root)!r}, download=True)"
+        fetch = f"python -c {shlex.quote(code)}"
+        raise DataError(
+            f"{root}: no {kind} dataset there ({reason}); put torchvision's {cls.base_folder} "
+            f"folder in {root}, or download it once: {fetch}"
+        ) from None
     return DataSource(
         name=f"{kind}:{path}",
         train=train,
