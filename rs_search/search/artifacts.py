@@ -19,7 +19,6 @@ the last good checkpoint there. The store is given by ``--artifacts``:
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +29,7 @@ import optuna
 
 from rs_search.errors import RsSearchError
 from rs_search.study.attrs import CHECKPOINT_ARTIFACT  # trial user attribute: {"id", "file"}
+from rs_search.study.names import folder_name
 
 DEFAULT_ROOT = "rs-search-artifacts"
 _SCHEMES = ("file", "artifacts", "s3", "gs")
@@ -75,10 +75,10 @@ class CheckpointStore:
         return self._remote[0]
 
     def trial_dir(self, study_name: str, origin: int) -> Path:
-        return self.root / _safe(study_name) / f"trial-{origin}"
+        return self.study_dir(study_name) / f"trial-{origin}"
 
     def study_dir(self, study_name: str) -> Path:
-        return self.root / _safe(study_name)
+        return self.root / folder_name(study_name)
 
     # -- mirroring to a remote store ---------------------------------------------------------
 
@@ -139,8 +139,3 @@ def _open_remote(spec: str) -> Any:
     base = Path(parsed.path)
     base.mkdir(parents=True, exist_ok=True)
     return oa.FileSystemArtifactStore(base)
-
-
-def _safe(name: str) -> str:
-    """A study name as one path component."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
