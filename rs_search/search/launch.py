@@ -117,9 +117,9 @@ def plan_start(
         raise RsSearchError(
             f"--workers {workers}: must be 0 (this machine trains nothing and watches) or more"
         )
+    CheckpointStore.from_spec(artifacts)
     if study_name is not None:
         check_study_name(study_name)
-    CheckpointStore.from_spec(artifacts)
     space = load_space(space_file)
     name = study_name or check_study_name(
         _default_name(space, space_file, epochs),
