@@ -31,6 +31,7 @@ import optuna
 
 from rs_search.errors import RsSearchError
 from rs_search.study.attrs import CHECKPOINT_ARTIFACT  # trial user attribute: {"id", "file"}
+from rs_search.study.names import folder_name
 
 DEFAULT_ROOT = "rs-search-artifacts"
 _SCHEMES = ("file", "artifacts", "s3", "gs")
@@ -85,10 +86,10 @@ class CheckpointStore:
         return self._remote[0]
 
     def trial_dir(self, study_name: str, origin: int) -> Path:
-        return self.root / _safe(study_name) / f"trial-{origin}"
+        return self.study_dir(study_name) / f"trial-{origin}"
 
     def study_dir(self, study_name: str) -> Path:
-        return self.root / _safe(study_name)
+        return self.root / folder_name(study_name)
 
     # -- mirroring to a remote store ---------------------------------------------------------
 
@@ -186,8 +187,3 @@ def _download_target(ref: Any, out_dir: Path) -> Path | None:
 def _shown(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _safe(name: str) -> str:
-    """A study name as one path component."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"

@@ -62,14 +62,10 @@ KNOWN_UNFIXED: dict[str, str] = {
     "storage:sqlite-memory": f"{_START} --storage sqlite://: the study is created in start's own "
     "memory and its worker exits 2, 'study not found in sqlite://' (owner: deploy, "
     "rs_search/storage/url.py: refuse an in-memory database)",
-    "dashboard-port": "rs-search dashboard --storage sqlite:///x.db --port 99999: exit 1, "
     "'error: OverflowError: bind(): port must be 0-65535' (owner: study, cli/report_cmd.py)",
-    "name:empty": f"{_START.replace('--study s', '')} --study '': the default name is used "
     "without a word (owner: study, validate names before anything is created)",
-    "name:too-long": f"{_START} --storage postgresql+psycopg://... --study $(printf 'x%.0s' "
     "{1..600}): exit 1, 'error: StorageInternalError: An exception is raised during the commit' "
     "(Optuna's study_name is VARCHAR(512)); SQLite takes it (owner: study)",
-    "name:control": f"{_START} --study $'new\\nline': accepted; the name reaches folder names "
     "and printed commands raw (owner: study)",
     "option:--seed=-1": f"{_START} --seed -1: the study is created; its worker exits 1, "
     "'ValueError: Seed must be between 0 and 2**32 - 1' (owner: study, search/launch.py)",
