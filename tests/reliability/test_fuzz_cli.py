@@ -62,11 +62,6 @@ KNOWN_UNFIXED: dict[str, str] = {
     "storage:sqlite-memory": f"{_START} --storage sqlite://: the study is created in start's own "
     "memory and its worker exits 2, 'study not found in sqlite://' (owner: deploy, "
     "rs_search/storage/url.py: refuse an in-memory database)",
-    "'error: OverflowError: bind(): port must be 0-65535' (owner: study, cli/report_cmd.py)",
-    "without a word (owner: study, validate names before anything is created)",
-    "{1..600}): exit 1, 'error: StorageInternalError: An exception is raised during the commit' "
-    "(Optuna's study_name is VARCHAR(512)); SQLite takes it (owner: study)",
-    "and printed commands raw (owner: study)",
     "option:--seed=-1": f"{_START} --seed -1: the study is created; its worker exits 1, "
     "'ValueError: Seed must be between 0 and 2**32 - 1' (owner: study, search/launch.py)",
     "option:--loader-workers=-1": f"{_START} --loader-workers -1: the study is created and its "
