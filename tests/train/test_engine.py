@@ -137,8 +137,8 @@ def test_rung_then_resume_continues_the_same_schedule(pets: str, tmp_path: Path)
     # draws are seeded per epoch and per image, so stopping and resuming changes nothing.
     straight = train(cand, opts(pets, out_dir=tmp_path / "straight"))
     for a, b in zip(straight.curve, full.curve, strict=True):
-        assert (a.train_loss, a.val_loss, a.val_top1) == pytest.approx(
-            (b.train_loss, b.val_loss, b.val_top1), rel=1e-5
+        assert (a.train_loss, a.val_loss, a.val_top1, a.train_eval_loss) == pytest.approx(
+            (b.train_loss, b.val_loss, b.val_top1, b.train_eval_loss), rel=1e-5
         )
 
 
@@ -177,6 +177,9 @@ def test_should_stop_checkpoints_mid_epoch_and_resume_finishes(
     for a, b in zip(straight.curve, done.curve, strict=True):
         assert (a.train_loss, a.train_top1, a.val_loss, a.val_top1_raw) == pytest.approx(
             (b.train_loss, b.train_top1, b.val_loss, b.val_top1_raw), rel=1e-6
+        )
+        assert (a.train_eval_loss, a.train_eval_top1) == pytest.approx(
+            (b.train_eval_loss, b.train_eval_top1), rel=1e-6
         )
 
 
