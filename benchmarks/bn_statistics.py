@@ -160,10 +160,13 @@ def summary(done: dict[str, Any], rung: int) -> None:
             print(f"  {label:40s}", " ".join(f"{r[which]:5.1f}" for r in entry["rows"]))
     last = len(rows[0])
     epochs = sorted({e for e in (1, 2, 3, 4, last) if e <= last})
-    reference = "full" if "full" in columns else "after"
-    print(f"\n{'':12s} mean |x - {reference}| at epochs {epochs};  mean top-1 at epochs")
-    print(f"{'':12s} 1, {rung}, {last};  Kendall tau of top-1 at epoch {rung} vs {last}")
+    base = "full" if "full" in columns else "after"
+    print(f"\n{'':12s} mean |x - {base}| at epochs {epochs} (x_raw against {base}_raw);")
+    print(
+        f"{'':12s} mean top-1 at epochs 1, {rung}, {last}; Kendall tau of top-1 at {rung} vs {last}"
+    )
     for which in columns:
+        reference = base + ("_raw" if which.endswith("_raw") else "")
         diffs = [
             statistics.mean(abs(r[e - 1][which] - r[e - 1][reference]) for r in rows)
             for e in epochs
