@@ -23,11 +23,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial
 
-from rs_search.search.settings import StudySettings
-from rs_search.search.summary import describe, front
+from rs_search.search.summary import front
 from rs_search.selection.pareto import hypervolume
+from rs_search.study.read import read_study
+from rs_search.study.record import TrialRecord
+from rs_search.study.settings import StudySettings
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,8 +39,8 @@ class Run:
     epochs: int
     pruned: int
     settings: StudySettings
-    trials: list[FrozenTrial]
-    front: list[FrozenTrial]
+    trials: list[TrialRecord]
+    front: list[TrialRecord]
 
 
 def run(
@@ -78,16 +79,17 @@ def run(
             f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         )
     study = optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'rs-search.db'}")
-    settings = StudySettings.from_study_attrs(study.user_attrs, study_name=name)
-    trials_ = study.get_trials()
-    epochs = sum(len(t.user_attrs.get("curve", [])) for t in trials_)
+    snapshot = read_study(study)
+    settings = snapshot.settings
+    assert settings is not None
+    trials_ = list(snapshot.records)
     return Run(
         wall=wall,
-        epochs=epochs,
+        epochs=sum(t.epochs_trained for t in trials_),
         settings=settings,
         trials=trials_,
         front=front(trials_, settings),
-        pruned=sum(t.state == optuna.trial.TrialState.PRUNED for t in trials_),
+        pruned=sum(t.state == "PRUNED" for t in trials_),
     )
 
 
@@ -108,10 +110,13 @@ def main() -> None:
             for h in (True, False)
         }
     settings = results[True].settings
-    latencies = [t.values[1] for r in results.values() for t in r.trials if t.values is not None]
+    top1_latency = ("accuracy", "latency")
+    latencies = [t.values["latency"] for r in results.values() for t in r.trials if t.values]
     reference = (0.0, 1.1 * max(latencies))
     hv = {
-        h: hypervolume([t.values[:2] for t in r.front], ("maximize", "minimize"), reference)
+        h: hypervolume(
+            [t.point(top1_latency) for t in r.front], ("maximize", "minimize"), reference
+        )
         for h, r in results.items()
     }
     epochs = {h: r.epochs for h, r in results.items()}
@@ -145,8 +150,8 @@ def main() -> None:
         print(f"front, {'halving' if h else 'no halving'}:")
         for t in r.front:
             print(
-                f"  trial {t.number}: {describe(t)}  top-1 {t.values[0]:.2f} %  "
-                f"latency {t.values[1]:.3f} ms"
+                f"  trial {t.number}: {t.label}  top-1 {t.top1:.2f} %  "
+                f"latency {t.latency_ms:.3f} ms"
             )
 
 

@@ -162,6 +162,10 @@ class Fixed:
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         return self.value
 
+    def nearest(self, value: Any, *, log: bool = False, prefer_higher: bool = False) -> Any:
+        """The value this domain allows that is nearest ``value``: the fixed one."""
+        return self.value
+
 
 @dataclass(frozen=True)
 class Choice:
@@ -186,6 +190,21 @@ class Choice:
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         return trial.suggest_categorical(name, list(self.choices))
+
+    def nearest(self, value: Any, *, log: bool = False, prefer_higher: bool = False) -> Any:
+        """The numeric choice nearest ``value`` (by ratio with ``log``); a tie goes to the higher
+        choice with ``prefer_higher``, else to the lower."""
+        if self.contains(value):
+            return value
+
+        def distance(choice: Any) -> tuple[float, int]:
+            if log and choice > 0 and value > 0:
+                d = abs(math.log(choice) - math.log(value))
+            else:
+                d = abs(choice - value)
+            return (round(d, 9), 0 if (choice > value) == prefer_higher else 1)
+
+        return min(self.choices, key=distance)
 
 
 @dataclass(frozen=True)
@@ -222,6 +241,11 @@ class IntRange:
 
     def suggest(self, trial: optuna.Trial, name: str) -> Any:
         return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
+
+    def nearest(self, value: Any, *, log: bool = False, prefer_higher: bool = False) -> Any:
+        """``value`` clamped to low..high and snapped to the step."""
+        got = min(max(value, self.low), self.high)
+        return int(self.low + round((got - self.low) / self.step) * self.step)
 
 
 @dataclass(frozen=True)
@@ -269,6 +293,13 @@ class FloatRange:
         value = trial.suggest_float(name, self.low, self.high, step=self.step, log=self.log)
         # low + k*step carries binary noise (0.30000000000000004); an ArchSpec key must not.
         return _on_grid(value) if self.step is not None else value
+
+    def nearest(self, value: Any, *, log: bool = False, prefer_higher: bool = False) -> Any:
+        """``value`` clamped to low..high (and snapped to the step when there is one)."""
+        got = min(max(value, self.low), self.high)
+        if self.step is None:
+            return got
+        return _on_grid(self.low + round((got - self.low) / self.step) * self.step)
 
 
 Domain = Fixed | Choice | IntRange | FloatRange

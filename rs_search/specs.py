@@ -148,6 +148,12 @@ class ArchSpec:
     def label(self) -> str:
         return layout_label(self.layout)
 
+    @property
+    def short_label(self) -> str:
+        """``50 w1 r160`` (``1-1-1-1 w0.25 r32``): depth, width multiplier, resolution; the one
+        way tables, logs and hover text name an architecture."""
+        return f"{self.label} w{self.width:g} r{self.resolution}"
+
     def to_dict(self) -> dict[str, Any]:
         return {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)

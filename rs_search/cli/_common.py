@@ -13,6 +13,12 @@ from rich.table import Table
 
 from rs_search.errors import RsSearchError
 
+#: ``--storage``'s help, the same for every command that opens a study.
+HELP_STORAGE = (
+    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
+    "sqlite:///rs-search.db in the working directory)."
+)
+
 console = Console(highlight=False)
 err_console = Console(stderr=True, highlight=False)
 

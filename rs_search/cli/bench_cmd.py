@@ -222,7 +222,8 @@ def show_command(
     members successive halving with ``--eta`` would prune at the search's default rungs."""
     from rs_search.bench.metrics import front_lost_to_halving, rank_agreement, true_front
     from rs_search.bench.table import load_table
-    from rs_search.search.halving import default_min_rung, rung_epochs
+    from rs_search.search.halving import default_min_rung
+    from rs_search.study.settings import rung_epochs
 
     table = load_table(table_file)
     h = table.header

@@ -12,13 +12,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from rs_search.cli._common import HELP_STORAGE
+
 if TYPE_CHECKING:
     from rs_search.latency.profiles import HardwareProfile
-
-HELP_STORAGE = (
-    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-    "sqlite:///rs-search.db in the working directory)."
-)
 
 
 def register(app: typer.Typer) -> None:
@@ -66,19 +63,23 @@ def export(
     it is on the front, provenance) plus index.csv and index.json. Each YAML is accepted by
     `rs-search train --config`. A study with no finished trial exits 2."""
     from rs_search.cli._common import console, err_console
+    from rs_search.env import Environment
     from rs_search.export import export_study
     from rs_search.export.latency import read_cached_latency
-    from rs_search.reports.source import open_study
     from rs_search.storage.url import mask_url
+    from rs_search.study.read import read_study
+    from rs_search.study.storage import open_study
 
-    opened = open_study(study, storage)
+    environment = Environment.from_environ()
+    opened = open_study(study, storage, retry_seconds=environment.storage_retry_s)
     try:
-        profiles = _profiles(opened.study.user_attrs.get("target"), hardware or [])
+        snapshot = read_study(opened.study)
+        profiles = _profiles(snapshot.target, hardware or [])
         cached, names = read_cached_latency(
             opened.url.render_as_string(hide_password=False), profiles
         )
         report = export_study(
-            opened.study,
+            snapshot,
             out=out,
             storage_display=mask_url(opened.url),
             hardware=[names[p.key()] for p in profiles],
@@ -89,15 +90,14 @@ def export(
             overwrite=overwrite,
         )
     finally:
-        opened.storage.engine.dispose()
+        opened.close()
     for note in report.notes:
         err_console.print(f"note: {note}", soft_wrap=True)
-    for row in report.rows:
+    for row, config in zip(report.rows, report.configs, strict=True):
         extras = " ".join(x for x in (row.get("weights"), row.get("onnx")) if x)
         console.print(
-            f"trial {row['trial']}: {row['file']} ({row['depth']} w{row['width']:g} "
-            f"r{row['resolution']}, top-1 {_num(row.get('val_top1'))}, latency "
-            f"{_num(row.get('latency_ms'))} ms){' + ' + extras if extras else ''}",
+            f"trial {row['trial']}: {row['file']} ({config}, top-1 {_num(row.get('val_top1'))}, "
+            f"latency {_num(row.get('latency_ms'))} ms){' + ' + extras if extras else ''}",
             soft_wrap=True,
         )
     console.print(

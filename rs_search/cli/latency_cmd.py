@@ -323,8 +323,8 @@ def latency_worker(
     from rs_search.latency.profiles import device_name
     from rs_search.latency.window import protocol_for
     from rs_search.latency.worker import LatencyWorker, load_study, study_profile
-    from rs_search.search.storage import study_names, unknown_study_message
     from rs_search.storage.url import mask_url, resolve_storage_url
+    from rs_search.study.storage import study_names, unknown_study_message
 
     protocol = protocol_for(Environment.from_environ())
     url = resolve_storage_url(storage)

@@ -1,4 +1,10 @@
-"""``rs-search models``: the published ResNet-RS family as a table."""
+"""``rs-search models``: the published ResNet-RS family as a table.
+
+Each column says where its figure comes from: top-1 is published (the official README); the
+parameters and GFLOPs are the reference file's counts (``../shared/reference/resnet_rs.yaml``:
+counted from the official architecture, not published by the official code; see
+``rs_search.models.family``), and ``--count`` adds ours from rs-search's builder.
+"""
 
 from __future__ import annotations
 
@@ -37,18 +43,20 @@ def models(
         typer.Option(
             "--count",
             help="Also count parameters and FLOPs with rs-search's own builder (meta device; "
-            "about half a minute for the whole family) next to the published figures.",
+            "about half a minute for the whole family) next to the reference counts.",
         ),
     ] = False,
 ) -> None:
     """Show the published ResNet-RS family: layouts, parameters, FLOPs, top-1.
 
-    One row per published variant (Bello et al. 2021): block layout, parameters and FLOPs with
-    1000 classes at each published resolution, and the published ImageNet top-1.
+    One row per published variant (Bello et al. 2021): block layout, parameters and GFLOPs with
+    1000 classes at each published resolution (reference counts: 2 x multiply-adds, counted from
+    the official architecture; the official code publishes neither), and the published ImageNet
+    top-1 (official tensorflow/tpu README).
     """
     from rs_search.models import FAMILY, family_arch
 
-    columns = ["model", "layout", "params (M)", "px", "GFLOPs", "top-1 (%)"]
+    columns = ["model", "layout", "ref params (M)", "px", "ref GFLOPs", "published top-1 (%)"]
     if count:
         columns += ["ours: params (M)", "ours: GFLOPs"]
     rows: list[list[object]] = []
@@ -67,8 +75,9 @@ def models(
                 row += _counted(family_arch(member.name, resolution), first=i == 0)
             rows.append(row)
     print_table(
-        "ResNet-RS family, 1000 classes. Published figures: official tensorflow/tpu README"
-        + ("; ours: counted with rs-search's builder (FLOPs: 2 x multiply-adds)" if count else ""),
+        "ResNet-RS family, 1000 classes. Published: layout, px, top-1 (official tensorflow/tpu "
+        "README). ref: counted from the official architecture, not published (GFLOPs = 2 x "
+        "multiply-adds)" + ("; ours: counted with rs-search's builder" if count else ""),
         columns,
         rows,
         right=[c for c in columns if c not in ("model", "layout")],

@@ -17,10 +17,7 @@ from typing import Annotated
 
 import typer
 
-HELP_STORAGE = (
-    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-    "sqlite:///rs-search.db in the working directory)."
-)
+from rs_search.cli._common import HELP_STORAGE
 
 StudyName = Annotated[str, typer.Option("--study", help="Study name.", show_default=False)]
 Storage = Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)]
@@ -54,15 +51,18 @@ def report(
     parameters vs memory, scaling curves, learning curves, and the selector's proposals.
     """
     from rs_search.cli._common import console
+    from rs_search.env import Environment
     from rs_search.reports.png import write_pngs
     from rs_search.reports.report import render_html, study_sections, write_atomic
-    from rs_search.reports.source import open_study
+    from rs_search.study.read import read_study
+    from rs_search.study.storage import open_study
 
-    opened = open_study(study, storage)
+    environment = Environment.from_environ()
+    opened = open_study(study, storage, retry_seconds=environment.storage_retry_s)
     try:
-        info, records, sections = study_sections(opened.study, storage_url=opened.url)
+        info, records, sections = study_sections(read_study(opened.study), storage_url=opened.url)
     finally:
-        opened.storage.engine.dispose()
+        opened.close()
     path = write_atomic(out, render_html(info, records, sections))
     size_mb = path.stat().st_size / 1e6
     console.print(
@@ -88,10 +88,14 @@ def dashboard(
 ) -> None:
     """Serve optuna-dashboard on the study storage until Ctrl-C (SIGINT) or SIGTERM."""
     from rs_search.cli._common import console, err_console
+    from rs_search.env import Environment
     from rs_search.reports.dashboard import LOOPBACK, serve
     from rs_search.storage.url import mask_url, resolve_storage_url
+    from rs_search.study.storage import open_existing_storage
 
+    environment = Environment.from_environ()
     url = resolve_storage_url(storage)
+    rdb = open_existing_storage(url, retry_seconds=environment.storage_retry_s)
     stop = threading.Event()
     received: list[int] = []
 
@@ -113,8 +117,9 @@ def dashboard(
         sys.stdout.flush()
 
     try:
-        serve(url, host=host, port=port, stop=stop, on_ready=ready)
+        serve(rdb, host=host, port=port, stop=stop, on_ready=ready)
     finally:
+        rdb.engine.dispose()
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     name = signal.Signals(received[0]).name if received else "stop"
@@ -133,21 +138,27 @@ def status(
     Trials by state, live workers (from Optuna's heartbeats) and what each trains, compute used
     against the budget, the current Pareto front, and when the trial budget will be spent.
     """
-    from rs_search.reports.records import study_records
-    from rs_search.reports.source import open_study
-    from rs_search.reports.status import heartbeat_ages, study_status
-    from rs_search.reports.study_info import study_info
-    from rs_search.search.storage import count_states
+    from rs_search.env import Environment
+    from rs_search.reports.status import study_status
+    from rs_search.study.read import read_study
+    from rs_search.study.record import count_states
+    from rs_search.study.storage import heartbeat_ages, open_study
 
-    opened = open_study(study, storage)
+    environment = Environment.from_environ()
+    opened = open_study(study, storage, retry_seconds=environment.storage_retry_s)
     try:
-        records = study_records(opened.study)
-        info = study_info(opened.study)
+        snapshot = read_study(opened.study)
         ages = heartbeat_ages(opened.storage.engine, opened.study_id)
-        finished = count_states(opened.study)["finished"]
     finally:
-        opened.storage.engine.dispose()
-    result = study_status(records, info, heartbeats=ages, now=datetime.now(), finished=finished)
+        opened.close()
+    records = list(snapshot.records)
+    result = study_status(
+        records,
+        snapshot.info,
+        heartbeats=ages,
+        now=datetime.now(),
+        finished=count_states(records)["finished"],
+    )
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2, default=str))
         return

@@ -6,19 +6,22 @@ Thin: parse, call ``rs_search.search``, print. Every input problem is an ``RsSea
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from rs_search.cli._common import console, err_console, print_table
+from rs_search.cli._common import HELP_STORAGE, console, err_console, print_table
 
-HELP_STORAGE = (
-    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-    "sqlite:///rs-search.db in the working directory)."
-)
+AutoScale = Annotated[
+    bool,
+    typer.Option(
+        "--auto-scale",
+        help="After each trial from the sampler, enqueue one candidate proposed by the "
+        "paper's scaling rules (see rs-search propose).",
+    ),
+]
 HELP_DEVICE = "auto (one worker per visible GPU, else the CPU), cpu, cuda or cuda:<index>."
 
 
@@ -151,22 +154,19 @@ def start(
             help="DataLoader processes per worker (default: the engine's choice).",
         ),
     ] = None,
-    auto_scale: Annotated[
-        bool,
-        typer.Option(
-            "--auto-scale",
-            help="After each trial from the "
-            "sampler, enqueue one candidate proposed by the "
-            "paper's scaling rules (see rs-search propose).",
-        ),
-    ] = False,
+    auto_scale: AutoScale = False,
 ) -> None:
     """Create (or resume) a study, print the compute estimate, run local workers, show progress,
     and print the Pareto front with the commands that export and report it."""
+    from contextlib import ExitStack
+
+    from rs_search.cli.progress import Progress, progress
+    from rs_search.env import Environment
     from rs_search.search import launch, summary
-    from rs_search.search.study import create_or_resume, enqueue_work, join_study
+    from rs_search.search.local import tail
 
     _quiet_optuna()
+    environment = Environment.from_environ()
     plan = launch.plan_start(
         space_file=space,
         budget=budget,
@@ -185,67 +185,47 @@ def start(
         heartbeat=heartbeat,
         grace=grace,
         loader_workers=loader_workers,
+        auto_scale=auto_scale,
     )
-    opt_study, created = create_or_resume(
-        study_name=plan.study_name,
-        storage=plan.storage_url,
-        settings=plan.settings,
-        space=plan.space,
-    )
-    seeds, slots = enqueue_work(opt_study, plan.settings, plan.space)
     settings = plan.settings
-    verb = "created" if created else "resumed"
-    console.print(
-        f"study [bold]{plan.study_name}[/] {verb} in {plan.storage_shown} "
-        f"({seeds} seeds and {slots} trials queued)"
-    )
-    left = summary.progress(opt_study, settings)
-    todo = (
-        settings.n_trials - (left.complete + left.pruned + left.failed)
-        if settings.n_trials is not None
-        else None
-    )
-    est = summary.estimate(
-        settings,
-        trials=todo if todo is not None else 0,
-        train_images=plan.train_images,
-        flops_range=plan.flops_range,
-        seeds=left.waiting_seeds,
-    )
-    spent = todo is not None and todo <= 0 and left.running == 0 and left.waiting == 0
-    if spent:
-        console.print("the trial budget is spent: nothing left to run (raise --trials to go on)")
-    else:
-        console.print(
-            "[bold]estimate[/]: "
-            + (
-                "; ".join(est.lines())
-                if todo is not None
-                else f"open-ended (no --trials): {settings.budget_epochs} epochs per full trial"
+    bars: list[Progress] = []
+    with ExitStack() as stack:
+
+        def started(event: launch.SearchStarted) -> None:
+            verb = "created" if event.created else "resumed"
+            console.print(
+                f"study [bold]{plan.study_name}[/] {verb} in {plan.storage_shown} "
+                f"({event.seeds} seeds and {event.slots} trials queued)"
             )
-        )
-        console.print(
-            f"running {plan.workers} worker(s) on {', '.join(plan.devices)}; logs in "
-            f"{Path(settings.artifacts) / plan.study_name / 'logs'}"
-        )
-    del opt_study
-    watcher, _ = join_study(plan.study_name, plan.storage_url, queued=False)
-    if auto_scale:  # the workers inherit the environment (issue 6)
-        from rs_search.search.worker import ENV_AUTO_SCALE
+            if event.spent:
+                console.print(
+                    "the trial budget is spent: nothing left to run (raise --trials to go on)"
+                )
+            else:
+                console.print(
+                    "[bold]estimate[/]: "
+                    + (
+                        "; ".join(event.estimate.lines())
+                        if event.estimate is not None
+                        else f"open-ended (no --trials): {settings.budget_epochs} epochs per "
+                        "full trial"
+                    )
+                )
+                console.print(
+                    f"running {plan.workers} worker(s) on {', '.join(plan.devices)}; logs in "
+                    f"{event.log_dir}"
+                )
+            # A bar on a terminal; on a log or pipe one plain line at most every 10 s (and the
+            # last one).
+            bars.append(
+                stack.enter_context(
+                    progress(f"search {plan.study_name}", total=settings.n_trials, unit="trials")
+                )
+            )
 
-        os.environ[ENV_AUTO_SCALE] = "1"
-    local = launch.LocalWorkers.spawn(
-        plan, Path(settings.artifacts) / plan.study_name / "logs", count=0 if spent else None
-    )
-    from rs_search.cli.progress import progress
-
-    # A bar on a terminal; on a log or pipe one plain line at most every 10 s (and the last one).
-    with progress(f"search {plan.study_name}", total=settings.n_trials, unit="trials") as bar:
-
-        def poll() -> None:
-            p = summary.progress(watcher, settings)
-            best = summary.front(watcher.get_trials(deepcopy=False), settings)
-            bar.update(
+        def polled(event: launch.SearchProgress) -> None:
+            p, best = event.progress, event.front
+            bars[0].update(
                 completed=p.complete + p.pruned + p.failed,
                 complete=p.complete,
                 pruned=p.pruned,
@@ -253,12 +233,13 @@ def start(
                 running=p.running,
                 epochs=p.epochs,
                 front=len(best),
-                best_top1=round(best[0].values[0], 2) if best else None,
+                best_top1=round(best[0].top1, 2) if best and best[0].top1 is not None else None,
             )
 
-        codes = launch.watch(local, poll)
-    trials_now = watcher.get_trials(deepcopy=False)
-    rows = summary.front_rows(trials_now, settings)
+        outcome = launch.run_search(
+            plan, environment=environment, on_start=started, on_progress=polled
+        )
+    rows = summary.front_rows(outcome.records, settings)
     if rows:
         print_table(
             f"Pareto front of {plan.study_name} ({len(rows)} trials)",
@@ -268,14 +249,15 @@ def start(
         )
     else:
         console.print("no trained, feasible trial yet: the front is empty")
-    console.print(summary.progress(watcher, settings).line())
+    console.print(outcome.progress.line())
     console.print("next:")
     for cmd in launch.next_commands(plan):
         console.print(f"  {cmd}", soft_wrap=True)
-    bad = [(k, c) for k, c in enumerate(codes) if c != 0]
+    bad = [(k, c) for k, c in enumerate(outcome.exit_codes) if c != 0]
     for k, code in bad:
-        err_console.print(f"worker {k} exited with status {code}; last lines of {local.logs[k]}:")
-        for line in launch.tail(local.logs[k]):
+        log = outcome.logs[k]
+        err_console.print(f"worker {k} exited with status {code}; last lines of {log}:")
+        for line in tail(log):
             err_console.print(f"  {line}", soft_wrap=True)
     if bad:
         raise typer.Exit(1)
@@ -313,15 +295,16 @@ def worker(
             "--loader-workers", help="DataLoader processes per rank (default: the engine's choice)."
         ),
     ] = None,
-    auto_scale: Annotated[
-        bool,
+    auto_scale: AutoScale = False,
+    worker_index: Annotated[
+        int | None,
         typer.Option(
-            "--auto-scale",
-            help="After each trial from the "
-            "sampler, enqueue one candidate proposed by the "
-            "paper's scaling rules (see rs-search propose).",
+            "--worker-index",
+            hidden=True,
+            min=0,
+            help="This worker's place among start's local workers (sampler seed = seed + index).",
         ),
-    ] = False,
+    ] = None,
 ) -> None:
     """Join a study from any machine and run its trials until the trial budget is spent or the
     worker is stopped (SIGTERM checkpoints the running trial and hands it back; exit 0)."""
@@ -329,8 +312,7 @@ def worker(
     from rs_search.errors import RsSearchError
     from rs_search.latency.window import protocol_for
     from rs_search.search.launch import parse_duration
-    from rs_search.search.storage import study_names, unknown_study_message
-    from rs_search.storage.url import resolve_storage_url
+    from rs_search.study.storage import require_study
 
     _quiet_optuna()
     environment = Environment.from_environ()
@@ -338,17 +320,11 @@ def worker(
     timeout_s = parse_duration(timeout) if timeout is not None else None
     if nproc < 1:
         raise RsSearchError(f"--nproc {nproc}: must be at least 1")
-    url = resolve_storage_url(storage)
-    names = study_names(url)  # unreachable storage / unknown study: one line, nothing created
-    if study not in names:
-        raise RsSearchError(unknown_study_message(study, names, url))
+    # unreachable storage / unknown study: one line, nothing created
+    url = require_study(study, storage)
     if nproc > 1:
         from rs_search.search import ddp
 
-        if auto_scale:  # rank 0 inherits the environment (issue 6)
-            from rs_search.search.worker import ENV_AUTO_SCALE
-
-            os.environ[ENV_AUTO_SCALE] = "1"
         code = ddp.launch(
             nproc=nproc,
             study_name=study,
@@ -358,6 +334,8 @@ def worker(
             timeout_s=timeout_s,
             loader_workers=loader_workers,
             max_trials=max_trials,
+            auto_scale=auto_scale,
+            worker_index=worker_index,
         )
         if code != 0:
             raise typer.Exit(code)
@@ -373,6 +351,7 @@ def worker(
         max_trials=max_trials,
         loader_workers=loader_workers,
         auto_scale=auto_scale,
+        worker_index=worker_index,
         environment=environment,
         echo=lambda s: print(s, flush=True),
     )

@@ -1,7 +1,7 @@
 """``rs-search propose`` and ``rs-search scale``: the paper's scaling rules applied to a study.
 
-Thin: open the study, call ``rs_search.selection``, print. Heavy imports happen inside the
-commands so that ``rs-search --help`` stays fast.
+Thin: open the study, call ``rs_search.search.proposals`` / ``rs_search.selection``, print.
+Heavy imports happen inside the commands so that ``rs-search --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -10,13 +10,11 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from rs_search.cli._common import HELP_STORAGE
+
 if TYPE_CHECKING:
     from rs_search.selection.scaling import Cost, Proposal
 
-HELP_STORAGE = (
-    "SQLAlchemy URL of the study database (default: $RS_SEARCH_STORAGE, else "
-    "sqlite:///rs-search.db in the working directory)."
-)
 
 StudyName = Annotated[str, typer.Option("--study", help="Study name.", show_default=False)]
 Storage = Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)]
@@ -37,8 +35,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _summary(proposal: Proposal) -> str:
-    arch = proposal.candidate.arch
-    return f"{arch.label} w{arch.width:g} r{arch.resolution}"
+    return proposal.candidate.arch.short_label
 
 
 def _latency(cost: Cost | None) -> str:
@@ -79,19 +76,21 @@ def propose(
     or the budget is long, width otherwise; resolution one step at most, with depth; the
     published regularization for the size) and print each with its reason."""
     from rs_search.cli._common import console, print_table
-    from rs_search.reports.source import open_study
-    from rs_search.search.study import load_settings
-    from rs_search.selection.autoscale import enqueue_proposals, propose_for_study
+    from rs_search.env import Environment
+    from rs_search.search.proposals import enqueue_proposals, propose_for_study
+    from rs_search.study.read import settings_of
+    from rs_search.study.storage import open_study
 
-    opened = open_study(study, storage)
+    environment = Environment.from_environ()
+    opened = open_study(study, storage, retry_seconds=environment.storage_retry_s)
     try:
-        settings = load_settings(opened.study)
+        settings = settings_of(opened.study)
         result = propose_for_study(
             opened.study, settings, n=n, storage=opened.storage.engine, measure=measure
         )
         queued = enqueue_proposals(opened.study, settings, result.proposals) if enqueue else []
     finally:
-        opened.storage.engine.dispose()
+        opened.close()
     if not result.proposals:
         console.print(f"no proposal for study {study!r}", soft_wrap=True)
     else:
@@ -159,32 +158,34 @@ def scale(
 ) -> None:
     """Grow one trial into a scaled family (the way RS-50 grows to RS-420): STEPS configs with
     growing depth and slowly growing resolution, each with its latency on the study's target."""
-    from optuna.trial import TrialState
-
     from rs_search.cli._common import console, print_table
+    from rs_search.env import Environment
     from rs_search.errors import RsSearchError
-    from rs_search.reports.source import open_study
-    from rs_search.search.study import load_settings
-    from rs_search.selection.autoscale import StudyCosts
+    from rs_search.search.proposals import StudyCosts
     from rs_search.selection.scaling import RuleSettings, TrialView, scaled_family
+    from rs_search.study.read import settings_of, study_records
+    from rs_search.study.storage import open_study
 
     if rule not in ("depth", "width", "auto"):
         raise RsSearchError(f"--rule {rule!r}; allowed: depth, width, auto")
-    opened = open_study(study, storage)
+    environment = Environment.from_environ()
+    opened = open_study(study, storage, retry_seconds=environment.storage_retry_s)
     try:
-        settings = load_settings(opened.study)
-        trials = opened.study.get_trials(deepcopy=False)
-        if not 0 <= trial < len(trials):
+        settings = settings_of(opened.study)
+        records = study_records(opened.study, settings.objectives)
+        if not 0 <= trial < len(records):
             raise RsSearchError(
-                f"study {study!r} has no trial {trial} (trials 0..{len(trials) - 1})"
+                f"study {study!r} has no trial {trial} (trials 0..{len(records) - 1})"
             )
-        frozen = trials[trial]
-        view = TrialView.from_trial(frozen, budget=settings.budget_epochs)
+        record = records[trial]
+        view = TrialView.from_record(
+            record, budget=settings.budget_epochs, objectives=settings.objectives
+        )
         if view is None:
-            raise RsSearchError(f"trial {trial} has no candidate (state {frozen.state.name})")
-        if frozen.state != TrialState.COMPLETE:
+            raise RsSearchError(f"trial {trial} has no candidate (state {record.state})")
+        if record.state != "COMPLETE":
             console.print(
-                f"note: trial {trial} is {frozen.state.name}; scaling its candidate", soft_wrap=True
+                f"note: trial {trial} is {record.state}; scaling its candidate", soft_wrap=True
             )
         family, stopped = scaled_family(
             view,
@@ -193,14 +194,19 @@ def scale(
             settings=RuleSettings(),
         )
         costs = StudyCosts.for_study(
-            opened.study, settings, [view], storage=opened.storage.engine, measure=measure
+            opened.study,
+            settings,
+            [record],
+            [view],
+            storage=opened.storage.engine,
+            measure=measure,
         )
         try:
             priced = [(p, costs(p)) for p in family]
         finally:
             costs.close()
     finally:
-        opened.storage.engine.dispose()
+        opened.close()
     from rs_search.models.complexity import count_flops, count_params
 
     base = view.candidate.arch
@@ -212,7 +218,7 @@ def scale(
             base.resolution,
             f"{count_params(base) / 1e6:.2f}",
             f"{count_flops(base) / 1e9:.3g}",
-            _latency_of(view, settings),
+            "?" if record.values is None else _num(record.values.get("latency")),
             f"trial {trial}",
         )
     ]
@@ -256,11 +262,5 @@ def scale(
         console.print(stopped, soft_wrap=True)
 
 
-def _latency_of(view: object, settings: object) -> str:
-    from rs_search.selection.scaling import TrialView
-
-    assert isinstance(view, TrialView)
-    objectives = list(getattr(settings, "objectives", ()))
-    if view.values is None or "latency" not in objectives:
-        return "?"
-    return f"{view.values[objectives.index('latency')]:.3g}"
+def _num(value: float | None) -> str:
+    return "?" if value is None else f"{value:.3g}"

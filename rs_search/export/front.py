@@ -1,10 +1,11 @@
 """Which trials are exported, and why each one is on the Pareto front.
 
-A trial is exportable when it completed, was trained (not ``rejected`` by a hard limit), is
-feasible under every ``trial.set_constraint`` value, and carries its candidate. Among those the
-Pareto front (``selection.pareto``, the study's objectives and directions) is exported, ordered
-by hypervolume contribution (``selection.ties``). The reason a trial is on the front is said in
-the objectives' own terms: for accuracy/latency, "the most accurate at <= its latency".
+A trial is exportable when it completed, was trained and is feasible (``TrialRecord.usable``:
+not ``rejected`` by a hard limit, every ``trial.set_constraint`` value <= 0) and carries its
+candidate. Among those the Pareto front (``selection.pareto``, the study's objectives and
+directions) is exported, ordered by hypervolume contribution (``selection.ties``). The reason a
+trial is on the front is said in the objectives' own terms: for accuracy/latency, "the most
+accurate at <= its latency".
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from rs_search.selection.pareto import pareto_front
 from rs_search.selection.ties import default_reference, hypervolume_contribution
 
 if TYPE_CHECKING:
-    from optuna.trial import FrozenTrial
+    from rs_search.study.record import TrialRecord
 
 __all__ = ["FrontEntry", "exportable", "front_entries"]
 
@@ -32,24 +33,16 @@ _UNITS = {
 
 @dataclass(frozen=True, kw_only=True)
 class FrontEntry:
-    trial: FrozenTrial
+    record: TrialRecord
     values: tuple[float, ...]
     reason: str
     hypervolume_contribution: float
     reference: tuple[float, ...]  # the hypervolume reference point, in the objectives' units
 
 
-def exportable(trial: FrozenTrial) -> bool:
+def exportable(record: TrialRecord) -> bool:
     """Complete, trained, feasible and carrying an rs-search candidate."""
-    from optuna.trial import TrialState
-
-    if trial.state != TrialState.COMPLETE or trial.values is None:
-        return False
-    if "rejected" in trial.user_attrs or not isinstance(trial.user_attrs.get("candidate"), dict):
-        return False
-    if any(float(c) > 0 for c in trial.constraints.values()):  # trial.set_constraint: > 0 breaks
-        return False
-    return all(np.isfinite(v) for v in trial.values)
+    return record.usable and record.candidate is not None
 
 
 def _fmt(objective: str, value: float) -> str:
@@ -89,13 +82,13 @@ def _reason(i: int, pts: np.ndarray, objectives: Sequence[str], directions: Sequ
 
 
 def front_entries(
-    trials: Sequence[FrozenTrial], objectives: Sequence[str], directions: Sequence[str]
+    records: Sequence[TrialRecord], objectives: Sequence[str], directions: Sequence[str]
 ) -> list[FrontEntry]:
-    """The exportable Pareto front of ``trials``, largest hypervolume contribution first."""
-    pool = [t for t in trials if exportable(t)]
+    """The exportable Pareto front of ``records``, largest hypervolume contribution first."""
+    pool = [r for r in records if exportable(r)]
     if not pool:
         return []
-    pts = np.asarray([t.values for t in pool], dtype=float)
+    pts = np.asarray([r.point(objectives) for r in pool], dtype=float)
     front = [int(i) for i in pareto_front(pts, directions)]
     sub = pts[front]
     reference = default_reference(pts, directions)
@@ -103,7 +96,7 @@ def front_entries(
     order = sorted(range(len(front)), key=lambda j: (-contribution[j], pool[front[j]].number))
     return [
         FrontEntry(
-            trial=pool[front[j]],
+            record=pool[front[j]],
             values=tuple(float(v) for v in sub[j]),
             reason=_reason(front[j], pts, objectives, directions),
             hypervolume_contribution=float(contribution[j]),

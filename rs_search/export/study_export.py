@@ -30,12 +30,12 @@ from rs_search.export.front import FrontEntry, exportable, front_entries
 from rs_search.specs import Candidate
 
 if TYPE_CHECKING:
-    import optuna
-    from optuna.trial import FrozenTrial
+    from rs_search.study.read import StudySnapshot
+    from rs_search.study.record import TrialRecord
+    from rs_search.study.settings import StudySettings
 
 __all__ = ["CachedLatency", "ExportReport", "NoFinishedTrial", "export_study"]
 
-_DEFAULT_OBJECTIVES = ("accuracy", "latency", "memory")
 INDEX_COLUMNS = (
     "trial",
     "file",
@@ -68,48 +68,33 @@ class NoFinishedTrial(RsSearchError):
 @dataclass(frozen=True, kw_only=True)
 class ExportReport:
     out: Path
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]]  # the index rows, best hypervolume contribution first
     notes: list[str] = field(default_factory=list)
+    configs: list[str] = field(default_factory=list)  # each row's architecture, in words
 
 
-def _study_objectives(study: optuna.Study) -> tuple[tuple[str, ...], tuple[str, ...], Any]:
-    """(objectives, directions, settings or None) from the stored rs-search settings, else from
-    the study's directions (accuracy, latency[, memory] in that order: the study contract)."""
-    from rs_search.search.settings import SettingsError, StudySettings
-
-    try:
-        settings = StudySettings.from_study_attrs(study.user_attrs, study_name=study.study_name)
-        return tuple(settings.objectives), tuple(settings.directions), settings
-    except SettingsError:
-        directions = tuple(d.name.lower() for d in study.directions)
-        return _DEFAULT_OBJECTIVES[: len(directions)], directions, None
-
-
-def _origin(trial: FrozenTrial) -> str:
-    origin = trial.user_attrs.get("origin")
-    if origin:
-        return str(origin)
-    seed = trial.user_attrs.get("seed_name")
-    return f"seed:{seed}" if seed else "sampler"
+def _origin(record: TrialRecord) -> str:
+    return f"seed:{record.seed_name}" if record.origin == "seed" else record.origin
 
 
 def _versions() -> dict[str, str]:
-    import optuna
+    from importlib.metadata import version
+
     import torch
 
     from rs_search import __version__
 
-    return {"rs_search": __version__, "torch": str(torch.__version__), "optuna": optuna.__version__}
+    return {"rs_search": __version__, "torch": str(torch.__version__), "optuna": version("optuna")}
 
 
 def _metrics(
-    trial: FrozenTrial, candidate: Candidate, objectives: Sequence[str], values: Sequence[float]
+    record: TrialRecord, candidate: Candidate, objectives: Sequence[str], values: Sequence[float]
 ) -> dict[str, Any]:
     from rs_search.models.complexity import count_flops, count_params
 
     out: dict[str, Any] = {name: float(v) for name, v in zip(objectives, values, strict=True)}
-    curve = trial.user_attrs.get("curve") or []
-    if curve and isinstance(curve[-1], Mapping):
+    curve = record.curve
+    if curve:
         last = curve[-1]
         out["epochs_trained"] = int(last.get("epoch", len(curve)))
         for key in ("val_top1", "val_top1_raw", "train_top1", "val_loss", "train_loss"):
@@ -121,24 +106,24 @@ def _metrics(
 
 
 def _study_latency(
-    trial: FrozenTrial,
+    record: TrialRecord,
     objectives: Sequence[str],
     values: Sequence[float],
     target: Mapping[str, Any] | None,
 ) -> tuple[str, dict[str, Any]] | None:
     """The target profile's figures the worker measured for this trial."""
-    attrs = trial.user_attrs
-    name = attrs.get("latency_profile") or (target or {}).get("name")
-    median = attrs.get("latency_ms")
+    measured = record.measured
+    name = measured.profile or (target or {}).get("name")
+    median = measured.latency_ms
     if median is None and "latency" in objectives:
         median = values[list(objectives).index("latency")]
     if not name or median is None:
         return None
     figures: dict[str, Any] = {"median_ms": float(median)}
-    if attrs.get("latency_p90_ms") is not None:
-        figures["p90_ms"] = float(attrs["latency_p90_ms"])
-    if attrs.get("memory_mb") is not None:
-        figures["peak_memory_mb"] = float(attrs["memory_mb"])
+    if measured.latency_p90_ms is not None:
+        figures["p90_ms"] = measured.latency_p90_ms
+    if measured.memory_mb is not None:
+        figures["peak_memory_mb"] = measured.memory_mb
     if target:
         figures["batch_size"] = target.get("batch_size")
         figures["dtype"] = target.get("dtype")
@@ -147,7 +132,7 @@ def _study_latency(
 
 
 def export_study(
-    study: optuna.Study,
+    snapshot: StudySnapshot,
     *,
     out: Path,
     storage_display: str = "",
@@ -165,33 +150,33 @@ def export_study(
     ``artifacts``: the checkpoint root the workers used (default: the one in
     the study settings). Raises ``NoFinishedTrial`` (exit 2) when nothing can be exported.
     """
-    objectives, directions, settings = _study_objectives(study)
-    trials = study.get_trials(deepcopy=False)
-    entries = front_entries(trials, objectives, directions)
+    objectives, directions = snapshot.info.objectives, snapshot.info.directions
+    settings = snapshot.settings
+    records = snapshot.records
+    entries = front_entries(records, objectives, directions)
     if not entries:
-        from optuna.trial import TrialState
-
-        complete = sum(1 for t in trials if t.state == TrialState.COMPLETE)
+        complete = sum(1 for r in records if r.state == "COMPLETE")
         why = (
             f"{complete} complete trial(s), none trained and feasible"
             if complete
-            else f"{len(trials)} trial(s), none complete"
+            else f"{len(records)} trial(s), none complete"
         )
-        raise NoFinishedTrial(f"study {study.study_name!r} has no finished trial to export ({why})")
+        raise NoFinishedTrial(f"study {snapshot.name!r} has no finished trial to export ({why})")
     if onnx:
         from rs_search.export.onnx_export import require_onnx
 
         require_onnx()
     artifacts = artifacts or (settings.artifacts if settings is not None else None)
-    exportable_count = sum(1 for t in trials if exportable(t))
+    exportable_count = sum(1 for r in records if exportable(r))
     versions = _versions()
     exported_at = datetime.now(UTC).isoformat(timespec="seconds")
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
+    configs: list[str] = []
     with staged_directory(out, overwrite=overwrite) as stage:
         for entry in entries:
             doc, row = _document(
-                study,
+                snapshot.name,
                 entry,
                 objectives=objectives,
                 directions=directions,
@@ -204,12 +189,12 @@ def export_study(
                 front_size=len(entries),
                 exportable_count=exportable_count,
             )
-            number = entry.trial.number
+            number = entry.record.number
             files: dict[str, Any] = {}
             state = None
             if weights or onnx:
                 state, ckpt_note = _checkpoint(
-                    entry.trial, study.study_name, artifacts, required=weights
+                    entry.record, snapshot.name, artifacts, required=weights
                 )
                 if ckpt_note:
                     notes.append(ckpt_note)
@@ -229,23 +214,24 @@ def export_study(
             row["weights"] = files.get("weights", {}).get("file", "")
             row["onnx"] = files.get("onnx", {}).get("file", "")
             text = (
-                f"# rs-search export: trial {number} of study {study.study_name!r}.\n"
+                f"# rs-search export: trial {number} of study {snapshot.name!r}.\n"
                 f"# Train it again: rs-search train --config trial-{number}.yaml --data DATA\n"
                 + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
             )
             (stage / row["file"]).write_text(text)
             rows.append(row)
+            configs.append(entry.record.label)
         _write_index(stage, rows)
-    return ExportReport(out=out, rows=rows, notes=notes)
+    return ExportReport(out=out, rows=rows, notes=notes, configs=configs)
 
 
 def _document(
-    study: optuna.Study,
+    study_name: str,
     entry: FrontEntry,
     *,
     objectives: Sequence[str],
     directions: Sequence[str],
-    settings: Any,
+    settings: StudySettings | None,
     storage_display: str,
     hardware: Sequence[str],
     cached_latency: CachedLatency,
@@ -254,8 +240,9 @@ def _document(
     front_size: int,
     exportable_count: int,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    trial = entry.trial
-    candidate = Candidate.from_dict(trial.user_attrs["candidate"], where=f"trial {trial.number}")
+    trial = entry.record
+    candidate = trial.candidate
+    assert candidate is not None  # exportable
     metrics = _metrics(trial, candidate, objectives, entry.values)
     from rs_search.export.latency import figures_for
 
@@ -265,7 +252,7 @@ def _document(
     if measured is not None:
         latency[measured[0]] = measured[1]
     for name, figures in figures_for(
-        candidate.arch.key(), cached_latency, hardware, study=study.study_name
+        candidate.arch.key(), cached_latency, hardware, study=study_name
     ).items():
         if name in latency and figures.get("status") == "ok":
             latency[name] = {**figures, **latency[name]}  # the study's own figure, plus detail
@@ -273,15 +260,15 @@ def _document(
             latency.setdefault(name, figures)
     origin = _origin(trial)
     provenance: dict[str, Any] = {
-        "study": study.study_name,
+        "study": study_name,
         "storage": storage_display,
         "trial": trial.number,
         "origin": origin,
     }
-    if trial.user_attrs.get("reason"):
-        provenance["origin_reason"] = trial.user_attrs["reason"]
-    if trial.user_attrs.get("source_trial") is not None:
-        provenance["source_trial"] = trial.user_attrs["source_trial"]
+    if trial.reason:
+        provenance["origin_reason"] = trial.reason
+    if trial.source_trial is not None:
+        provenance["source_trial"] = trial.source_trial
     if settings is not None:
         provenance.update(
             {
@@ -338,7 +325,7 @@ def _document(
 
 
 def _checkpoint(
-    trial: FrozenTrial, study_name: str, artifacts: str | None, *, required: bool
+    trial: TrialRecord, study_name: str, artifacts: str | None, *, required: bool
 ) -> tuple[tuple[Path, dict[str, Any]] | None, str | None]:
     """((path, state) of the trial's final checkpoint, note) — with ``required``, a missing one
     is an error."""
@@ -351,8 +338,8 @@ def _checkpoint(
         if artifacts
         else None
     )
-    curve = trial.user_attrs.get("curve") or []
-    epochs = int(curve[-1]["epoch"]) if curve and isinstance(curve[-1], Mapping) else None
+    last = trial.curve[-1].get("epoch") if trial.curve else None
+    epochs = int(last) if isinstance(last, int) else None
     path = final_checkpoint(folder, epochs=epochs) if folder is not None else None
     if path is None:
         where = str(folder) if folder is not None else "(the study names no artifacts root)"

@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import torch
-    from optuna.trial import FrozenTrial
+
+    from rs_search.study.record import TrialRecord
 
 __all__ = ["eval_state_dict", "final_checkpoint", "trial_checkpoint_dir"]
 
 
-def trial_checkpoint_dir(trial: FrozenTrial, *, study_name: str, artifacts: str) -> Path:
-    from rs_search.search import attrs
+def trial_checkpoint_dir(trial: TrialRecord, *, study_name: str, artifacts: str) -> Path:
     from rs_search.search.artifacts import CheckpointStore
 
-    return CheckpointStore.from_spec(artifacts).trial_dir(study_name, attrs.origin(trial))
+    return CheckpointStore.from_spec(artifacts).trial_dir(study_name, trial.retry_origin)
 
 
 def final_checkpoint(folder: Path, *, epochs: int | None = None) -> Path | None:

@@ -20,17 +20,14 @@ from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
-from rs_search.errors import RsSearchError, SpecError, StorageError
+from rs_search.errors import RsSearchError
 from rs_search.latency.cache import Heartbeat, LatencyCache, default_worker_id
 from rs_search.latency.measure import DEFAULT_PROTOCOL, Protocol, measure
 from rs_search.latency.profiles import HardwareProfile, get_profile
 from rs_search.latency.result import LatencyResult
 from rs_search.specs import ArchSpec
-from rs_search.storage.engine import engine_kwargs
-from rs_search.storage.url import mask_url, resolve_storage_url
-
-ARCH_ATTR = "arch"  # trial user attribute: ArchSpec.to_dict() (the search's contract)
-TARGET_ATTR = "target"  # study user attribute: the space's target profile dict
+from rs_search.study import attrs
+from rs_search.study.read import study_records, target_of
 
 
 class WorkerInterrupted(BaseException):
@@ -47,57 +44,33 @@ class WorkerStats:
 
 def arch_label(arch: ArchSpec) -> str:
     """``2-2-2-2 w0.25 r32`` (``50 w1 r160`` for a published layout)."""
-    return f"{arch.label} w{arch.width:g} r{arch.resolution}"
+    return arch.short_label
 
 
-def load_study(study_name: str, storage: str | None) -> Any:
-    """The Optuna study, or a ``StorageError`` naming the URL (masked) and the studies there."""
-    import optuna
+def load_study(study_name: str, storage: str | None, *, retry_seconds: float | None = None) -> Any:
+    """The Optuna study, through the study layer's storage (retries, one clear line with the
+    URL masked when the database or the study is missing; nothing is created)."""
+    from rs_search.study.storage import open_study
 
-    url = resolve_storage_url(storage)
-    try:
-        rdb = optuna.storages.RDBStorage(
-            url.render_as_string(hide_password=False),
-            engine_kwargs=engine_kwargs(url),
-            skip_table_creation=True,
-        )
-        return optuna.load_study(study_name=study_name, storage=rdb)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(rdb)]
-        raise StorageError(
-            f"no study {study_name!r} in {mask_url(url)}; studies there: "
-            f"{', '.join(names) or 'none'}"
-        ) from None
-    except Exception as exc:  # noqa: BLE001 - driver errors arrive in several types
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if url.password:
-            reason = reason.replace(str(url.password), "***")
-        raise StorageError(
-            f"cannot open study {study_name!r} in {mask_url(url)}: {reason}"
-        ) from None
+    return open_study(study_name, storage, retry_seconds=retry_seconds).study
 
 
 def study_architectures(study: Any, *, warn: Callable[[str], None] | None = None) -> list[ArchSpec]:
-    """Distinct architectures of the study's trials (any state), in trial order."""
+    """Distinct architectures of the study's trials (any state, queued proposals included), in
+    trial order."""
     seen: dict[str, ArchSpec] = {}
-    for trial in study.get_trials(deepcopy=False):
-        data = trial.user_attrs.get(ARCH_ATTR)
-        if data is None:
-            continue
-        try:
-            arch = ArchSpec.from_dict(data)
-        except SpecError as exc:
-            if warn is not None:
-                warn(f"skipping trial {trial.number}: {exc}")
-            continue
-        seen.setdefault(arch.key(), arch)
+    for record in study_records(study):
+        if attrs.ARCH in record.problems and warn is not None:
+            warn(f"skipping trial {record.number}: {record.problems[attrs.ARCH]}")
+        if record.arch is not None:
+            seen.setdefault(record.arch.key(), record.arch)
     return list(seen.values())
 
 
 def study_profile(study: Any, hardware: str | None) -> HardwareProfile:
     """``--hardware NAME`` (built-in or the study's own target), else the study's target."""
     extra: dict[str, HardwareProfile] = {}
-    target = study.user_attrs.get(TARGET_ATTR)
+    target = target_of(study)
     if target:
         profile = HardwareProfile.from_dict(target, where=f"study {study.study_name!r}: target")
         extra[profile.name] = profile

@@ -1,11 +1,18 @@
-"""The published ResNet-RS family: named constructors and the figures the paper's code publishes.
+"""The published ResNet-RS family: named constructors, published recipes and reference counts.
 
-Layouts, resolutions and per-model recipe values come from the official code's configs and
-README (tensorflow/tpu ``models/official/resnet/resnet_rs``: the README table and
-``configs/resnetrs<depth>_i<res>.yaml``); parameter counts and FLOPs are those of
-``../shared/reference/resnet_rs.yaml`` (params: trainable parameters with 1000 classes, which
-timm's counts match exactly; FLOPs: 2 x multiply-adds at that resolution, the
-``torch.utils.flop_counter`` convention).
+What is *published* and what is *counted* (``../shared/reference/resnet_rs.yaml``, whose header
+and ``sources`` say which is which):
+
+* published by the official code: the members, their layouts, resolutions and per-model recipe
+  values (tensorflow/tpu ``models/official/resnet/resnet_rs``: the README table and
+  ``configs/resnetrs<depth>_i<res>.yaml``), and their ImageNet top-1 and V100/TPU latencies
+  (README table; top-1 is shown by ``rs-search models``);
+* counted, not published: the parameters (``params_m``, source ``derived``: "counted from the
+  official architecture definition; agrees with timm param counts exactly") and the FLOPs
+  (``flops_g``: 2 x multiply-adds of one forward pass at that resolution, 1000 classes, the
+  ``torch.utils.flop_counter`` convention, rounded to 0.1). The official README table gives
+  neither and the reference file cites no publication for them: they are its counts, which
+  ``tests/models`` check our builder against (``complexity.count_flops`` gives ours unrounded).
 
 The members are data fed to the one builder (``resnet.build_model``), as in timm.
 """
@@ -50,8 +57,10 @@ class FamilyMember:
     depth: int
     layout: tuple[int, ...]
     resolutions: tuple[int, ...]
-    params_m: float  # published trainable parameters, millions, 1000 classes
-    flops_g: Mapping[int, float] = field(hash=False)  # published GFLOPs per resolution
+    # Reference counts, not published figures (see the module docstring): trainable parameters
+    # in millions with 1000 classes, and GFLOPs (2 x multiply-adds, one image) per resolution.
+    params_m: float
+    flops_g: Mapping[int, float] = field(hash=False)
     dropout: float
     stochastic_depth: float
     randaug_magnitude: int
@@ -101,7 +110,8 @@ def _member(
     )
 
 
-# Official README table and configs (via ../shared/reference/resnet_rs.yaml). Stochastic depth:
+# Layouts, resolutions and recipes: the official README table and configs; parameters and GFLOPs:
+# the reference counts (all via ../shared/reference/resnet_rs.yaml `models`). Stochastic depth:
 # 0.0 for 50-152 (none in their configs), 0.1 for 200+. Dropout 0.25, 0.4 for 420 and 350@320.
 FAMILY: dict[str, FamilyMember] = {
     m.name: m

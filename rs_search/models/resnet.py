@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import StochasticDepth
 
 from rs_search.specs import ArchSpec
 
@@ -37,6 +36,7 @@ __all__ = [
     "EXPANSION",
     "STAGE_WIDTHS",
     "Bottleneck",
+    "DropPath",
     "ResNetRS",
     "SqueezeExcite",
     "build_model",
@@ -118,10 +118,47 @@ class SqueezeExcite(nn.Module):
         self.fc2 = nn.Conv2d(reduced, channels, kernel_size=1, bias=True)
         self.gate = nn.Sigmoid()
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, keep: Tensor | None = None) -> Tensor:
+        """``x`` times its gate; ``keep`` (per sample, ``(N, 1, 1, 1)``) is an extra factor folded
+        into the small ``(N, C, 1, 1)`` gate: the block passes stochastic depth's mask here so that
+        dropping costs no full-size multiply (and no full-size tensor) forward or backward."""
         scale = x.mean((2, 3), keepdim=True)
-        scale = self.fc2(self.act(self.fc1(scale)))
-        return x * self.gate(scale)
+        scale = self.gate(self.fc2(self.act(self.fc1(scale))))
+        if keep is not None:
+            scale = scale * keep
+        return x * scale
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (Huang et al. 2016): drop a residual branch per sample in training.
+
+    The official ``resnet_layers.drop_connect`` and torchvision's ``stochastic_depth(mode="row")``,
+    which this draws exactly as (same random stream): a Bernoulli(1 - p) per sample, kept
+    branches scaled by 1 / (1 - p), nothing in eval mode. Unlike those it hands out the
+    ``(N, 1, 1, 1)`` mask (:meth:`mask`) so that :class:`Bottleneck` can fold it into the SE gate
+    instead of multiplying the full feature map once more (timm's ``DropPath`` does that
+    multiply, and allocates its result).
+    """
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def mask(self, x: Tensor) -> Tensor | None:
+        """The scaled keep mask for ``x``'s samples, or ``None`` when nothing can be dropped (eval
+        mode, ``p == 0``): then the block skips the multiply and draws no random numbers."""
+        if not self.training or self.p == 0.0:
+            return None
+        survival = 1.0 - self.p
+        keep = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(survival)
+        return keep.div_(survival) if survival > 0.0 else keep
+
+    def forward(self, x: Tensor) -> Tensor:
+        keep = self.mask(x)
+        return x if keep is None else x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def _shortcut(in_channels: int, out_channels: int, stride: int, *, resnet_d: bool) -> nn.Sequential:
@@ -179,22 +216,28 @@ class Bottleneck(nn.Module):
         self.se = SqueezeExcite(out_channels, se_reduced) if se_reduced > 0 else None
         self.act3 = nn.ReLU(inplace=True)
         self.downsample = downsample
-        # Per-sample Bernoulli on the residual branch, scaled by 1/keep; identity in eval mode
-        # (official resnet_layers.drop_connect; torchvision.ops.stochastic_depth, mode "row").
-        self.drop_path = StochasticDepth(drop_rate, mode="row")
+        self.drop_path = DropPath(drop_rate)
 
     def zero_init_last(self) -> None:
         nn.init.zeros_(self.bn3.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        shortcut = x if self.downsample is None else self.downsample(x)
+        # The branch allocates what timm's block allocates and no more (same function, same
+        # weights; tests/models compare outputs and gradients with the plain formulation):
+        # the stochastic-depth mask rides on the (N, C, 1, 1) SE gate, and the residual add and
+        # the last ReLU work in place. Autograd allows both: no backward formula of BN or of a
+        # product needs its own output, and its version counter would raise if one did.
         out = self.act1(self.bn1(self.conv1(x)))
         out = self.act2(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
+        keep = self.drop_path.mask(out)
         if self.se is not None:
-            out = self.se(out)
-        out = self.drop_path(out)
-        return self.act3(out + shortcut)
+            out = self.se(out, keep)
+        elif keep is not None:
+            out = out.mul_(keep)
+        # After the branch, as timm: the projection's output is not held while the branch runs.
+        out += x if self.downsample is None else self.downsample(x)
+        return self.act3(out)
 
 
 class ResNetRS(nn.Module):

@@ -6,6 +6,6 @@ then a *figure step* (``figures``: dataclass -> plotly ``Figure``). ``report`` p
 into one self-contained HTML file, ``png`` writes them as images through kaleido, ``status`` is
 the data behind ``rs-search status`` and ``dashboard`` serves optuna-dashboard.
 
-``records`` is the one module that reads Optuna trial objects; ``reports`` reads trials and never
+Everything here takes trial records (``rs_search.study``), never a stored trial, and never
 trains (DESIGN.md section 2).
 """

@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from rs_search.latency.stats import spearman
-from rs_search.reports.records import TrialRecord
 from rs_search.specs import ArchSpec
+from rs_search.study.record import TrialRecord
 
 
 def flops_scale(flops: Sequence[float]) -> tuple[float, str]:
@@ -113,7 +113,7 @@ def _correlation(
         x_label=x_label,
         y_label=y_label,
         arch_keys=tuple(keys),
-        labels=tuple(f"{archs[k].label} w{archs[k].width:g} r{archs[k].resolution}" for k in keys),
+        labels=tuple(archs[k].short_label for k in keys),
         x=tuple(xs),
         y=tuple(ys),
         spearman=spearman(xs, ys),

@@ -10,12 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rs_search.reports.front import ranks
-from rs_search.reports.records import TrialRecord, curve_series
-
-#: ``origin`` of a trial the selector enqueued: ``rule:depth``, ``rule:width``
-#: (``rs_search.selection.scaling.Proposal.origin``).
-RULE_PREFIX = "rule:"
+from rs_search.reports.front import objectives_of, ranks
+from rs_search.study.attrs import RULE_PREFIX
+from rs_search.study.record import TrialRecord, curve_series
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,11 +37,11 @@ class LearningData:
 def learning_data(records: Sequence[TrialRecord], *, max_trials: int = 8) -> LearningData:
     """Curves of the front trials first, then running trials, then the latest others, at most
     ``max_trials`` (more lines than that cannot be told apart)."""
-    usable = [r for r in records if r.usable and r.values is not None]
+    objectives = objectives_of(records)
+    usable = [r for r in records if r.usable]
+    points = [r.point(objectives) for r in usable]
     front = {
-        r.number
-        for r, rank in zip(usable, ranks([r.values for r in usable if r.values]), strict=True)
-        if rank == 0
+        r.number for r, rank in zip(usable, ranks(points, objectives), strict=True) if rank == 0
     }
     with_curve = [r for r in records if r.curve]
     ordered = sorted(
@@ -96,17 +93,12 @@ class ProposalsData:
     rows: tuple[ProposalRow, ...]
 
 
-def is_proposal(record: TrialRecord) -> bool:
-    """A trial the selector enqueued from a scaling rule (its ``origin`` names the rule)."""
-    return record.origin is not None and record.origin.startswith(RULE_PREFIX)
-
-
 def proposals_data(records: Sequence[TrialRecord]) -> ProposalsData:
     rows = [
         ProposalRow(
             number=r.number,
             state=r.state,
-            rule=(r.origin or "").removeprefix(RULE_PREFIX),
+            rule=r.origin.removeprefix(RULE_PREFIX),
             source_trial=r.source_trial,
             reason=r.reason or "",
             config=r.label,
@@ -114,6 +106,6 @@ def proposals_data(records: Sequence[TrialRecord]) -> ProposalsData:
             latency_ms=r.latency_ms if r.state == "COMPLETE" else None,
         )
         for r in records
-        if is_proposal(r)
+        if r.is_rule_proposal
     ]
     return ProposalsData(rows=tuple(rows))

@@ -16,10 +16,7 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from sqlalchemy.engine import URL
-
 from rs_search.errors import StorageError
-from rs_search.storage.url import mask_url
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
@@ -46,51 +43,44 @@ class _QuietHandler(WSGIRequestHandler):
 
 
 def serve(
-    url: URL,
+    storage: Any,
     *,
     host: str,
     port: int,
     stop: threading.Event,
     on_ready: Callable[[str], None] = lambda address: None,
 ) -> None:
-    """Serve optuna-dashboard for the storage at ``url`` on ``host:port`` until ``stop`` is set."""
+    """Serve optuna-dashboard for ``storage`` (an open Optuna storage, ``rs_search.study``) on
+    ``host:port`` until ``stop`` is set."""
     from optuna_dashboard import wsgi
 
-    from rs_search.search.storage import open_storage, sqlite_file_missing
-
-    if sqlite_file_missing(url):
-        raise StorageError(f"no study storage at {mask_url(url)}: the SQLite file does not exist")
-    storage = open_storage(url)
     try:
-        try:
-            server = make_server(
-                host,
-                port,
-                _default_accept_encoding(wsgi(storage)),
-                server_class=_Server,
-                handler_class=_QuietHandler,
-            )
-        except OSError as exc:
-            raise StorageError(
-                f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
-                "choose another address with --host/--port"
-            ) from None
-        thread = threading.Thread(
-            target=server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="optuna-dashboard",
-            daemon=True,
+        server = make_server(
+            host,
+            port,
+            _default_accept_encoding(wsgi(storage)),
+            server_class=_Server,
+            handler_class=_QuietHandler,
         )
-        thread.start()
-        try:
-            bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
-            shown = f"[{bound_host}]" if ":" in bound_host else bound_host
-            on_ready(f"http://{shown}:{bound_port}/")
-            while not stop.wait(0.5):  # a timed wait: signal handlers run between the waits
-                pass
-        finally:
-            server.shutdown()
-            server.server_close()
-            thread.join(timeout=10)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot listen on {host}:{port}: {exc.strerror or exc}; "
+            "choose another address with --host/--port"
+        ) from None
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.2},
+        name="optuna-dashboard",
+        daemon=True,
+    )
+    thread.start()
+    try:
+        bound_host, bound_port = str(server.server_address[0]), int(server.server_address[1])
+        shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+        on_ready(f"http://{shown}:{bound_port}/")
+        while not stop.wait(0.5):  # a timed wait: signal handlers run between the waits
+            pass
     finally:
-        storage.engine.dispose()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)

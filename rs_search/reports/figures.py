@@ -62,7 +62,7 @@ def pareto_figure(data: ParetoData) -> go.Figure:
             idx = [i for i, keep in enumerate(mask) if keep]
             fig.add_trace(
                 go.Scatter(
-                    x=[panel.latency_ms[i] for i in idx],
+                    x=[panel.cost[i] for i in idx],
                     y=[panel.top1[i] for i in idx],
                     mode="markers",
                     name=name,
@@ -82,14 +82,14 @@ def pareto_figure(data: ParetoData) -> go.Figure:
                 row=1,
                 col=col,
             )
-        if panel.front_latency_ms:
+        if panel.front_cost:
             fig.add_trace(
                 go.Scatter(
-                    x=panel.front_latency_ms,
+                    x=panel.front_cost,
                     y=panel.front_top1,
                     mode="lines",
                     line_shape="hv",
-                    name="top-1/latency front",
+                    name=f"top-1/{panel.cost_words} front",
                     legendgroup="staircase",
                     showlegend=show,
                     line={"color": PALETTE[0], "width": 1.5, "dash": "dot"},
@@ -100,9 +100,10 @@ def pareto_figure(data: ParetoData) -> go.Figure:
             )
         if not panel.numbers:
             _no_data(fig, "no completed feasible trials yet", row=1, col=col)
-        fig.update_xaxes(title_text="latency (ms per batch)", row=1, col=col)
+        fig.update_xaxes(title_text=panel.cost_label, row=1, col=col)
         fig.update_yaxes(title_text="val top-1 (%)", row=1, col=col)
-    fig.update_layout(title="Pareto front: top-1 against measured latency", height=480, **_LAYOUT)
+    words = data.panels[0].cost_words if data.panels else "latency"
+    fig.update_layout(title=f"Pareto front: top-1 against measured {words}", height=480, **_LAYOUT)
     return fig
 
 

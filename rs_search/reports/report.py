@@ -21,14 +21,13 @@ from rs_search import __version__
 from rs_search.reports import figures
 from rs_search.reports.complexity import complexity_data
 from rs_search.reports.curves import learning_data, proposals_data
-from rs_search.reports.front import hypervolume_data, pareto_data
-from rs_search.reports.records import TrialRecord, study_records
+from rs_search.reports.front import cost_objective, hypervolume_data, pareto_data
 from rs_search.reports.scaling import scaling_data
 from rs_search.reports.source import cached_measurements
-from rs_search.reports.study_info import StudyInfo, study_info
+from rs_search.study.read import StudyInfo, StudySnapshot
+from rs_search.study.record import OBJECTIVE_WORDS, TrialRecord
 
 if TYPE_CHECKING:
-    import optuna
     import plotly.graph_objects as go
     from sqlalchemy.engine import URL
 
@@ -49,23 +48,31 @@ def build_sections(
     memory_by_arch: Mapping[str, float] | None = None,
 ) -> list[Section]:
     """Data steps then figure steps, one section per figure, in reading order."""
+    objectives = info.objectives
+    words = "/".join(OBJECTIVE_WORDS.get(o, o) for o in objectives)
     return [
         Section(
             key="pareto",
             title="Pareto front",
             note="Each point is a completed, trained, feasible trial; faded points are "
             "dominated. Stars are the Pareto front, the configs rs-search export writes. "
+            f"Top-1 is drawn against {OBJECTIVE_WORDS[cost_objective(objectives)]}. "
             "Hover for the full config.",
             figure=figures.pareto_figure(
-                pareto_data(records, target=info.target, other_profiles=other_profiles)
+                pareto_data(
+                    records,
+                    target=info.target,
+                    other_profiles=other_profiles,
+                    objectives=objectives,
+                )
             ),
         ),
         Section(
             key="hypervolume",
             title="Hypervolume against compute",
-            note="How much of the accuracy/latency space the front covers, after each finished "
+            note=f"How much of the {words} space the front covers, after each finished "
             "trial, against the epochs and device-hours every trial (failed ones too) cost.",
-            figure=figures.hypervolume_figure(hypervolume_data(records)),
+            figure=figures.hypervolume_figure(hypervolume_data(records, objectives=objectives)),
         ),
         Section(
             key="complexity",
@@ -102,12 +109,12 @@ def build_sections(
 
 
 def study_sections(
-    study: optuna.Study, *, storage_url: URL | None = None
+    snapshot: StudySnapshot, *, storage_url: URL | None = None
 ) -> tuple[StudyInfo, list[TrialRecord], list[Section]]:
     """Everything the report shows; with ``storage_url`` the latency cache of that database adds
     a Pareto panel per other hardware profile and memory figures trials lack."""
-    records = study_records(study)
-    info = study_info(study)
+    records = list(snapshot.records)
+    info = snapshot.info
     if storage_url is None:
         return info, records, build_sections(records, info)
     cached = cached_measurements(storage_url, target=info.target)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from rs_search.reports.complexity import flops_scale
-from rs_search.reports.records import TrialRecord, curve_series
 from rs_search.specs import ArchSpec, layout_label
+from rs_search.study.record import TrialRecord, curve_series
 
 Dimension = Literal["depth", "width", "resolution"]
 XKind = Literal["flops", "latency"]

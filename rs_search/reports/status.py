@@ -1,11 +1,10 @@
 """``rs-search status``: where a running search stands, as plain data (printed as text or JSON).
 
 Live workers come from Optuna's heartbeats: a worker runs its trial inside ``study.optimize``,
-which writes ``trial_heartbeats.heartbeat`` every ``heartbeat_interval`` seconds (DESIGN.md
-section 5). A RUNNING trial whose heartbeat is younger than the study's grace period has a live
-worker; an older one is stale (its worker died; the next worker to ask fails it and queues a
-retry). Ages are measured with the database's own clock, as Optuna does, so the clocks of the
-machines involved do not matter.
+which writes a heartbeat every ``heartbeat_interval`` seconds (DESIGN.md section 5; read by
+``rs_search.study.storage.heartbeat_ages``). A RUNNING trial whose heartbeat is younger than the
+study's grace period has a live worker; an older one is stale (its worker died; the next worker
+to ask fails it and queues a retry).
 """
 
 from __future__ import annotations
@@ -14,27 +13,13 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from sqlalchemy import DateTime, Integer, String, cast, column, func, select, table
-
-from rs_search.reports.front import ranks
-from rs_search.reports.records import TrialRecord, compute_spent
-from rs_search.reports.study_info import StudyInfo
-
-if TYPE_CHECKING:
-    from sqlalchemy import Engine
+from rs_search.reports.front import cost_objective, ranks
+from rs_search.study.read import StudyInfo
+from rs_search.study.record import TrialRecord, compute_spent, curve_series
 
 STATES = ("RUNNING", "WAITING", "COMPLETE", "PRUNED", "FAIL")
-
-_trials = table(
-    "trials",
-    column("trial_id", Integer),
-    column("study_id", Integer),
-    column("number", Integer),
-    column("state", String),
-)
-_heartbeats = table("trial_heartbeats", column("trial_id", Integer), column("heartbeat", DateTime))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,29 +66,6 @@ class StudyStatus:
         return asdict(self)
 
 
-def heartbeat_ages(engine: Engine, study_id: int) -> dict[int, float]:
-    """Trial number -> seconds since its last heartbeat, for the study's RUNNING trials."""
-    query = (
-        select(_trials.c.number, _heartbeats.c.heartbeat)
-        .select_from(_heartbeats.join(_trials, _trials.c.trial_id == _heartbeats.c.trial_id))
-        # The state is a PostgreSQL enum (``trialstate``) and a string on SQLite: compare as text.
-        .where(_trials.c.study_id == study_id, cast(_trials.c.state, String) == "RUNNING")
-    )
-    with engine.connect() as conn:
-        now = conn.execute(select(func.now())).scalar_one()
-        rows = conn.execute(query).all()
-    now = _naive(now)
-    return {int(number): (now - _naive(beat)).total_seconds() for number, beat in rows}
-
-
-def _naive(value: Any) -> datetime:
-    # PostgreSQL's now() is timezone-aware while the column is not (Optuna strips it too).
-    if isinstance(value, str):  # SQLite without type information
-        value = datetime.fromisoformat(value)
-    assert isinstance(value, datetime), value
-    return value.replace(tzinfo=None)
-
-
 def study_status(
     records: Sequence[TrialRecord],
     info: StudyInfo,
@@ -115,9 +77,9 @@ def study_status(
     """Pure: the status of a study from its records and the heartbeat ages.
 
     ``finished`` is the number of trials that count against the trial budget (the worker's own
-    rule, ``rs_search.search.storage.count_states``); by default every complete, pruned or failed
-    trial. The ETA divides the trials left in the budget by the rate at which trials finished
-    since the first one started.
+    rule, ``TrialRecord.finished``); by default every complete, pruned or failed trial. The ETA
+    divides the trials left in the budget by the rate at which trials finished since the first
+    one started.
     """
     counts = Counter(r.state for r in records)
     states = {state: counts.get(state, 0) for state in STATES}
@@ -136,14 +98,16 @@ def study_status(
         if r.state == "RUNNING"
     )
     spent = compute_spent(records)
-    usable = [r for r in records if r.usable and r.values is not None]
-    front_ranks = ranks([r.values for r in usable if r.values is not None])
+    objectives = info.objectives
+    usable = [r for r in records if r.usable]
+    front_ranks = ranks([r.point(objectives) for r in usable], objectives)
+    cost = cost_objective(objectives)
     front = tuple(
-        FrontRow(trial=r.number, config=r.label, values=tuple(r.values))
+        FrontRow(trial=r.number, config=r.label, values=r.point(objectives))
         for r, rank in sorted(
-            zip(usable, front_ranks, strict=True), key=lambda pair: pair[0].latency_ms or 0.0
+            zip(usable, front_ranks, strict=True), key=lambda pair: pair[0].value(cost) or 0.0
         )
-        if rank == 0 and r.values is not None
+        if rank == 0
     )
     if finished is None:
         finished = states["COMPLETE"] + states["PRUNED"] + states["FAIL"]
@@ -169,10 +133,7 @@ def study_status(
 
 
 def _last(record: TrialRecord, key: str) -> float | None:
-    if not record.curve:
-        return None
-    value = record.curve[-1].get(key)
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    return curve_series(record, key)[-1] if record.curve else None
 
 
 def _eta(

@@ -1,14 +1,16 @@
 """The search service: studies, workers, Pareto-aware successive halving, fault tolerance.
 
-- ``settings``: what a study searches, stored in its user attributes (workers need only the name
-  and the storage URL);
-- ``study``: create/resume a study, the trial budget as a queue of waiting trials, samplers;
-- ``storage``: one RDBStorage per process with heartbeats and retry-with-backoff;
+- ``study``: create, resume and join a study (the queue, the storage and the trial contract are
+  the study layer's, ``rs_search.study``); ``settings``: a new study's settings from its space;
 - ``objective``: one trial (sample, latency, hard limits, training with halving);
-- ``halving``: the promotion rule at each rung (pure);
+- ``halving``: the promotion rule at each rung (pure, on trial records);
 - ``worker`` / ``ddp``: the worker loop, and the torchrun group that trains one trial;
+- ``proposals``: the scaling rules (``rs_search.selection``) against a live study, and the
+  worker's auto-scale hook;
 - ``artifacts``: per-trial checkpoint directories, optionally mirrored to an artifact store;
-- ``launch`` / ``summary``: ``rs-search start`` (validation, local workers, progress, front).
+- ``launch`` / ``local`` / ``summary``: ``rs-search start`` (validation, one ``run_search`` call
+  with progress callbacks, local worker processes, the front for people);
+- ``deps``: the adapters to the latency cache and the training engine.
 
 Importing this package touches no database, GPU or network.
 """

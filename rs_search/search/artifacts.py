@@ -20,6 +20,7 @@ the last good checkpoint there. The store is given by ``--artifacts``:
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,9 +29,9 @@ from urllib.parse import urlparse
 import optuna
 
 from rs_search.errors import RsSearchError
+from rs_search.study.attrs import CHECKPOINT_ARTIFACT  # trial user attribute: {"id", "file"}
 
 DEFAULT_ROOT = "rs-search-artifacts"
-CHECKPOINT_ARTIFACT = "checkpoint_artifact"  # trial user attribute: {"id", "file"}
 _SCHEMES = ("file", "artifacts", "s3", "gs")
 
 
@@ -81,12 +82,12 @@ class CheckpointStore:
 
     # -- mirroring to a remote store ---------------------------------------------------------
 
-    def fetch(self, user_attrs: dict[str, Any], out_dir: Path) -> bool:
-        """Download the inherited checkpoint into an empty ``out_dir``; True when one came."""
+    def fetch(self, ref: Mapping[str, Any] | None, out_dir: Path) -> bool:
+        """Download the inherited checkpoint ``ref`` (the trial record's ``checkpoint_artifact``)
+        into an empty ``out_dir``; True when one came."""
         from rs_search.train.checkpoint import checkpoint_paths
 
-        ref = user_attrs.get(CHECKPOINT_ARTIFACT)
-        if self.remote is None or not isinstance(ref, dict) or checkpoint_paths(out_dir):
+        if self.remote is None or ref is None or checkpoint_paths(out_dir):
             return False
         out_dir.mkdir(parents=True, exist_ok=True)
         target = out_dir / str(ref["file"])

@@ -43,6 +43,8 @@ def launch(
     timeout_s: float | None,
     loader_workers: int | None = None,
     max_trials: int | None = None,
+    auto_scale: bool = False,
+    worker_index: int | None = None,
 ) -> int:
     """Run ``nproc`` ranks of this module under torchrun on this machine; returns its exit code.
 
@@ -72,6 +74,10 @@ def launch(
         cmd += ["--loader-workers", str(loader_workers)]
     if max_trials is not None:
         cmd += ["--max-trials", str(max_trials)]
+    if auto_scale:
+        cmd.append("--auto-scale")
+    if worker_index is not None:
+        cmd += ["--worker-index", str(worker_index)]
     env = {
         **os.environ,
         "RS_SEARCH_STORAGE": storage_url,
@@ -229,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=None)
     parser.add_argument("--loader-workers", type=int, default=None)
     parser.add_argument("--max-trials", type=int, default=None)
+    parser.add_argument("--auto-scale", action="store_true")
+    parser.add_argument("--worker-index", type=int, default=None)
     args = parser.parse_args(argv)
 
     from rs_search.env import Environment
@@ -244,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             _follower(args.device, stop, args.loader_workers)
             return 0
         try:
+            environment = Environment.from_environ()
             report = run_worker(
                 study_name=args.study,
                 storage=None,
@@ -253,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
                 stop=stop,
                 world_size=world,
                 max_trials=args.max_trials,
-                environment=Environment.from_environ(),
+                auto_scale=args.auto_scale,
+                worker_index=args.worker_index,
+                environment=environment,
                 make_launcher=lambda s: BroadcastTrain(
                     local=LocalTrain(
                         data=s.data,

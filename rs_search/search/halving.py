@@ -21,7 +21,8 @@ roughly doubled the epochs of small studies (a noisy latency figure makes many e
 "fastest so far") and added nothing once ``n >= eta^2``; see benchmarks/RESULTS.md, "Search".
 Seeds (the space's listed configurations) and the scaling rules' proposals are never pruned
 (:func:`exemption`).
-Everything here is pure except ``rung_points``, which reads trials.
+Everything here is pure: it reads trial records (``rs_search.study.record``). Where the rungs
+sit is part of a study's settings (``rs_search.study.settings.rung_epochs``).
 """
 
 from __future__ import annotations
@@ -30,10 +31,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
-from optuna.trial import FrozenTrial
-
-from rs_search.search import attrs
 from rs_search.selection.pareto import non_dominated_rank, selection_order
+from rs_search.study.record import Measurements, TrialRecord
 
 
 def default_min_rung(budget: int, *, eta: int, warmup_epochs: float = 0.0) -> int:
@@ -41,28 +40,6 @@ def default_min_rung(budget: int, *, eta: int, warmup_epochs: float = 0.0) -> in
     past the LR warm-up: a rung inside it judges trials on near-chance accuracy (measured on the
     quickstart: 10-11 of 16 trials at chance at epoch 1 of a 1-epoch warm-up)."""
     return max(1, round(budget / eta**3), math.floor(warmup_epochs) + 1)
-
-
-def rung_epochs(budget: int, *, eta: int, min_rung: int = 1) -> tuple[int, ...]:
-    """Ascending rung epochs ``round(budget / eta^k)`` >= ``min_rung``, the budget excluded.
-
-    >>> rung_epochs(12, eta=3)
-    (1, 4)
-    >>> rung_epochs(350, eta=3, min_rung=13)
-    (13, 39, 117)
-    """
-    if eta < 2:
-        raise ValueError(f"eta must be >= 2, got {eta}")
-    rungs: set[int] = set()
-    k = 1
-    while True:
-        epoch = round(budget / eta**k)
-        if epoch < max(1, min_rung):
-            break
-        if epoch < budget:
-            rungs.add(epoch)
-        k += 1
-    return tuple(sorted(rungs))
 
 
 def expected_epochs(n_trials: int, budget: int, rungs: Sequence[int], eta: int | None) -> float:
@@ -128,11 +105,11 @@ SEED_EXEMPT = "a seed trains to the full budget"
 RULE_EXEMPT = "a scaling rule's proposal trains to the full budget"
 
 
-def exemption(trial_attrs: dict[str, object]) -> str | None:
-    """Why a trial with these user attributes is never pruned (None: it may be)."""
-    if attrs.SEED_NAME in trial_attrs:
+def exemption(trial: TrialRecord) -> str | None:
+    """Why ``trial`` is never pruned (None: it may be)."""
+    if trial.seed_name is not None:
         return SEED_EXEMPT
-    if str(trial_attrs.get(attrs.ORIGIN, "")).startswith("rule:"):
+    if trial.is_rule_proposal:
         return RULE_EXEMPT
     return None
 
@@ -168,36 +145,32 @@ def decide(
 
 
 def objective_point(
-    top1: float, trial_attrs: dict[str, object], objectives: Sequence[str]
+    top1: float, measured: Measurements, objectives: Sequence[str]
 ) -> list[float] | None:
     """(top-1, latency[, memory]) in the study's objective order, or None if a figure is missing."""
+    figures = {"accuracy": top1, "latency": measured.latency_ms, "memory": measured.memory_mb}
     out: list[float] = []
     for name in objectives:
-        if name == "accuracy":
-            out.append(float(top1))
-            continue
-        key = attrs.LATENCY_MS if name == "latency" else attrs.MEMORY_MB
-        value = trial_attrs.get(key)
-        if not isinstance(value, int | float) or math.isnan(float(value)):
+        value = figures[name]
+        if value is None or math.isnan(value):
             return None
         out.append(float(value))
     return out
 
 
 def rung_points(
-    trials: Sequence[FrozenTrial], epoch: int, objectives: Sequence[str]
+    trials: Sequence[TrialRecord], epoch: int, objectives: Sequence[str]
 ) -> dict[int, list[float]]:
     """Origin trial number -> point at the rung, for every trial (any state) that reached it.
 
     A retry and its original share one origin and the same inherited rung value; one entry each.
     """
-    key = attrs.rung_attr(epoch)
     out: dict[int, list[float]] = {}
     for trial in trials:
-        value = trial.user_attrs.get(key)
+        value = trial.rungs.get(epoch)
         if value is None:
             continue
-        point = objective_point(float(value), trial.user_attrs, objectives)
+        point = objective_point(value, trial.measured, objectives)
         if point is not None:
-            out.setdefault(attrs.origin(trial), point)
+            out.setdefault(trial.retry_origin, point)
     return out

@@ -1,37 +1,36 @@
-"""``rs-search start``: validate everything, create or resume the study, run local workers.
+"""``rs-search start``: validate everything, then create or resume the study and run local workers
+(:func:`run_search`, one call with progress callbacks; the CLI only parses and prints).
 
 Validation comes first and has no side effects (issue 5, item 6): the budget, the timeout, the
 space file, the data spec against the space (classes), the storage (reachable; the password is
 masked in every message), and an existing study's settings. Only then is the study created, its
 settings written and its queue filled, so bad input leaves nothing half-created.
 
-Local workers are ``rs-search worker`` subprocesses (one per visible GPU, else one), each with its
-own log file under the artifact directory; the storage URL reaches them through
-``RS_SEARCH_STORAGE``, never on a command line.
+Local workers are ``rs-search worker`` subprocesses (one per visible GPU, else one; ``local``).
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from rs_search.budget import parse_budget
 from rs_search.devices import worker_devices
+from rs_search.env import Environment
 from rs_search.errors import DataError, RsSearchError
+from rs_search.search import summary
 from rs_search.search.artifacts import CheckpointStore
-from rs_search.search.settings import SAMPLERS, StudySettings, settings_from_space
-from rs_search.search.study import ENV_WORKER_INDEX
+from rs_search.search.local import LocalWorkers, watch
+from rs_search.search.settings import settings_from_space
+from rs_search.search.study import create_or_resume
+from rs_search.search.summary import Estimate, Progress
 from rs_search.space import SearchSpace, load_space
 from rs_search.storage.engine import make_engine
 from rs_search.storage.url import ENV_STORAGE, mask_url, resolve_storage_url
+from rs_search.study.record import TrialRecord
+from rs_search.study.settings import SAMPLERS, StudySettings
 
 _DURATION = re.compile(r"^\s*(?:(\d+)\s*h)?\s*(?:(\d+)\s*m)?\s*(?:(\d+)\s*s)?\s*$")
 
@@ -66,6 +65,7 @@ class StartPlan:
     train_images: int | None
     flops_range: tuple[int, int] | None
     loader_workers: int | None = None
+    auto_scale: bool = False  # the workers enqueue a scaling-rule proposal after each trial
 
 
 def plan_start(
@@ -87,6 +87,7 @@ def plan_start(
     heartbeat: int,
     grace: int,
     loader_workers: int | None = None,
+    auto_scale: bool = False,
 ) -> StartPlan:
     """Check every input; raise one ``RsSearchError`` for the first problem. Creates nothing."""
     epochs = parse_budget(budget).epochs
@@ -137,6 +138,7 @@ def plan_start(
         train_images=train_images,
         flops_range=flops,
         loader_workers=loader_workers,
+        auto_scale=auto_scale,
     )
 
 
@@ -179,101 +181,106 @@ def _flops_range(space: SearchSpace) -> tuple[int, int] | None:
 # -- running -----------------------------------------------------------------------------------
 
 
-@dataclass
-class LocalWorkers:
-    """K ``rs-search worker`` processes with log files; forwards SIGTERM/SIGINT to them."""
+@dataclass(frozen=True, kw_only=True)
+class SearchStarted:
+    """The study exists and its queue is filled; the workers are about to start."""
 
-    procs: list[subprocess.Popen[bytes]]
+    created: bool  # False: an existing study was resumed
+    seeds: int  # seeds enqueued now
+    slots: int  # budget slots enqueued now
+    estimate: Estimate | None  # the compute the rest of the budget will take (None: open-ended)
+    spent: bool  # the trial budget is spent: no worker starts
+    log_dir: Path
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchProgress:
+    progress: Progress
+    front: list[TrialRecord]  # most accurate first
+
+
+@dataclass(frozen=True, kw_only=True)
+class SearchOutcome:
+    records: list[TrialRecord]
+    progress: Progress
+    exit_codes: list[int]  # one per local worker
     logs: list[Path]
 
-    @classmethod
-    def spawn(cls, plan: StartPlan, log_dir: Path, *, count: int | None = None) -> LocalWorkers:
-        """Start ``count`` workers (default: one per planned device)."""
-        if count == 0:
-            return cls(procs=[], logs=[])
-        log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, ENV_STORAGE: plan.storage_url}
-        threads = max(1, (os.cpu_count() or 1) // max(1, plan.workers))
-        env.setdefault("OMP_NUM_THREADS", str(threads))
-        procs, logs = [], []
-        for k, device in enumerate(plan.devices):
-            log = log_dir / f"worker-{k}.log"
-            cmd = [
-                sys.executable,
-                "-m",
-                "rs_search.cli.main",
-                "worker",
-                "--study",
-                plan.study_name,
-                "--device",
-                device,
-            ]
-            if plan.timeout_s is not None:
-                cmd += ["--timeout", f"{int(plan.timeout_s)}s"]
-            loader_workers = plan.loader_workers
-            if loader_workers is None:  # this machine's CPUs shared among the workers started here
-                import torch
 
-                from rs_search.train.loader import default_workers
+def run_search(
+    plan: StartPlan,
+    *,
+    environment: Environment | None = None,
+    on_start: Callable[[SearchStarted], None] = lambda started: None,
+    on_progress: Callable[[SearchProgress], None] = lambda progress: None,
+) -> SearchOutcome:
+    """``rs-search start`` after validation: create or resume the study, fill its queue, run the
+    local workers (``plan.workers``) until they exit, reporting progress every few seconds.
 
-                loader_workers = default_workers(torch.device(device), processes=plan.workers)
-            cmd += ["--loader-workers", str(loader_workers)]
-            handle = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped
-            procs.append(
-                subprocess.Popen(
-                    cmd,
-                    env={**env, ENV_WORKER_INDEX: str(k)},
-                    stdout=handle,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
-                )
+    ``environment``: the settings read at the entry point (the storage retry window here; the
+    workers are started with the same ones)."""
+    from rs_search.study.queue import enqueue_work
+    from rs_search.study.read import study_records
+
+    environment = environment or Environment()
+    settings = plan.settings
+    study, created = create_or_resume(
+        study_name=plan.study_name,
+        storage=plan.storage_url,
+        settings=settings,
+        space=plan.space,
+        retry_seconds=environment.storage_retry_s,
+    )
+    seeds, slots = enqueue_work(study, settings, plan.space)
+
+    def records() -> list[TrialRecord]:
+        return study_records(study, settings.objectives)
+
+    left = summary.progress(records(), settings)
+    todo = None
+    if settings.n_trials is not None:
+        todo = settings.n_trials - (left.complete + left.pruned + left.failed)
+    spent = todo is not None and todo <= 0 and left.running == 0 and left.waiting == 0
+    estimate = None
+    if todo is not None:
+        estimate = summary.estimate(
+            settings,
+            trials=todo,
+            train_images=plan.train_images,
+            flops_range=plan.flops_range,
+            seeds=left.waiting_seeds,
+        )
+    log_dir = Path(settings.artifacts) / plan.study_name / "logs"
+    on_start(
+        SearchStarted(
+            created=created,
+            seeds=seeds,
+            slots=slots,
+            estimate=estimate,
+            spent=spent,
+            log_dir=log_dir,
+        )
+    )
+    local = LocalWorkers.spawn(
+        plan, log_dir, count=0 if spent else None, environ=environment.child_environ()
+    )
+
+    def poll() -> None:
+        now = records()
+        on_progress(
+            SearchProgress(
+                progress=summary.progress(now, settings), front=summary.front(now, settings)
             )
-            handle.close()
-            logs.append(log)
-        return cls(procs=procs, logs=logs)
+        )
 
-    def running(self) -> bool:
-        return any(p.poll() is None for p in self.procs)
-
-    def terminate(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-
-    def wait(self) -> list[int]:
-        return [p.wait() for p in self.procs]
-
-
-def watch(workers: LocalWorkers, poll: Callable[[], Any], *, every: float = 2.0) -> list[int]:
-    """Call ``poll`` every ``every`` seconds until the workers exit; SIGTERM/SIGINT are passed on
-    to them (they checkpoint and hand their trials back) and then waited for."""
-    stopping = {"yes": False}
-
-    def handler(signum: int, frame: Any) -> None:
-        stopping["yes"] = True
-        workers.terminate()
-
-    old_term = signal.signal(signal.SIGTERM, handler)
-    old_int = signal.signal(signal.SIGINT, handler)
-    try:
-        while workers.running():
-            poll()
-            for _ in range(int(every * 10)):
-                if not workers.running():
-                    break
-                time.sleep(0.1)
-        poll()
-        return workers.wait()
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
-
-
-def tail(path: Path, lines: int = 5) -> list[str]:
-    try:
-        return path.read_text(errors="replace").splitlines()[-lines:]
-    except OSError:
-        return []
+    codes = watch(local, poll)
+    final = records()
+    return SearchOutcome(
+        records=final,
+        progress=summary.progress(final, settings),
+        exit_codes=codes,
+        logs=local.logs,
+    )
 
 
 def storage_flag(plan: StartPlan) -> str:

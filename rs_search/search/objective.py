@@ -26,16 +26,13 @@ from __future__ import annotations
 
 import logging
 import math
-import os
-import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
-from optuna.trial import FrozenTrial
 
 from rs_search.errors import (
     CandidateOutOfMemory,
@@ -44,12 +41,17 @@ from rs_search.errors import (
     TrainingDiverged,
     TrialInterrupted,
 )
-from rs_search.search import attrs, halving
+from rs_search.latency.cache import default_worker_id
+from rs_search.search import halving
 from rs_search.search.artifacts import CheckpointStore
 from rs_search.search.deps import LatencyFigures, LatencySource
-from rs_search.search.settings import StudySettings
 from rs_search.space import SearchSpace
 from rs_search.specs import Candidate
+from rs_search.study import attrs
+from rs_search.study.queue import stored_record
+from rs_search.study.read import study_records
+from rs_search.study.record import Measurements, TrialRecord
+from rs_search.study.settings import StudySettings
 
 _log = logging.getLogger("rs_search.search")
 
@@ -76,11 +78,6 @@ class TrainLauncher(Protocol):
         on_epoch: Callable[[Any], bool],
         should_stop: Callable[[], bool],
     ) -> Any: ...
-
-
-def frozen(trial: optuna.Trial) -> FrozenTrial:
-    """The trial as stored, system attributes included (``Trial`` exposes no ``system_attrs``)."""
-    return trial.storage.get_trial(trial._trial_id)
 
 
 @dataclass
@@ -110,11 +107,10 @@ class Objective:
         self.current = trial.number
         started = time.monotonic()
         # Tag the trial first: `status` shows who trains it from the moment it runs.
-        trial.set_user_attr(attrs.WORKER, f"{socket.gethostname()}:{os.getpid()}")
-        stored = frozen(trial)
-        origin = attrs.origin(stored)
+        trial.set_user_attr(attrs.WORKER, default_worker_id())
+        stored = stored_record(trial, self.settings.objectives)
         try:
-            values = self._run(trial, stored, origin)
+            values = self._run(trial, stored)
         except optuna.TrialPruned as exc:
             self._outcome(trial.number, f"pruned {exc}")
             raise
@@ -142,20 +138,20 @@ class Objective:
 
     # -- steps -----------------------------------------------------------------------------------
 
-    def _candidate(self, trial: optuna.Trial) -> Candidate:
+    def _candidate(self, trial: optuna.Trial, stored: TrialRecord) -> Candidate:
         """The sampler's candidate, or the whole one a scaling rule put in the queue (it may lie
         outside the space, so it is not expressed as parameters); trained for the study's budget."""
-        fixed = trial.user_attrs.get(attrs.FIXED_CANDIDATE)
-        if fixed is None:
+        if attrs.FIXED_CANDIDATE in stored.problems:
+            raise SpecError(stored.problems[attrs.FIXED_CANDIDATE])
+        candidate = stored.fixed_candidate
+        if candidate is None:
             return self.space.sample(trial, epochs=self.settings.budget_epochs)
-        where = f"trial {trial.number} {attrs.FIXED_CANDIDATE}"
-        candidate = Candidate.from_dict(fixed, where=where)
         return replace(
             candidate, recipe=replace(candidate.recipe, epochs=self.settings.budget_epochs)
         )
 
-    def _run(self, trial: optuna.Trial, stored: FrozenTrial, origin: int) -> tuple[float, ...]:
-        candidate = self._candidate(trial)
+    def _run(self, trial: optuna.Trial, stored: TrialRecord) -> tuple[float, ...]:
+        candidate = self._candidate(trial, stored)
         arch = candidate.arch
         trial.set_user_attr(attrs.ARCH, arch.to_dict())
         trial.set_user_attr(attrs.ARCH_KEY, arch.key())
@@ -179,14 +175,14 @@ class Objective:
         if self.should_stop():
             raise TrialInterrupted("stopped before training")
 
-        return self._train(trial, stored, origin, candidate, figures)
+        return self._train(trial, stored, candidate, figures)
 
     def _constrain(
         self,
         trial: optuna.Trial,
         figures: LatencyFigures,
         params_m: float,
-        already: dict[str, float],
+        already: Mapping[str, float],
     ) -> list[str]:
         """Set every limit of the study as a constraint (a retry inherits them); return the
         broken ones in words."""
@@ -221,16 +217,16 @@ class Objective:
     def _train(
         self,
         trial: optuna.Trial,
-        stored: FrozenTrial,
-        origin: int,
+        stored: TrialRecord,
         candidate: Candidate,
         figures: LatencyFigures,
     ) -> tuple[float, ...]:
-        inherited = attrs.curve(stored)  # a retry starts with its original's curve
+        origin = stored.retry_origin
         out_dir = self.checkpoints.trial_dir(self.study_name, origin)
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.checkpoints.fetch(stored.user_attrs, out_dir)  # a retry on another machine
-        state = _Progress(curve=list(inherited))
+        self.checkpoints.fetch(stored.checkpoint_artifact, out_dir)  # a retry on another machine
+        # a retry starts with its original's curve
+        state = _Progress(curve=[dict(row) for row in stored.curve])
         rungs = set(self.settings.rungs)
 
         def on_epoch(metrics: Any) -> bool:
@@ -245,7 +241,7 @@ class Objective:
             trial.set_user_attr(attrs.CURVE, state.curve)
             self.checkpoints.push(trial, out_dir)
             if epoch in rungs and self.settings.eta is not None:
-                decision = self._decide(trial, origin, epoch, float(row["val_top1"]), figures)
+                decision = self._decide(trial, stored, epoch, float(row["val_top1"]), figures)
                 state.decisions.append(decision.to_dict())
                 trial.set_user_attr(attrs.HALVING, state.decisions)
                 if not decision.keep:
@@ -291,19 +287,21 @@ class Objective:
         return self._values(top1, figures)
 
     def _decide(
-        self, trial: optuna.Trial, origin: int, epoch: int, top1: float, figures: LatencyFigures
+        self,
+        trial: optuna.Trial,
+        stored: TrialRecord,
+        epoch: int,
+        top1: float,
+        figures: LatencyFigures,
     ) -> halving.Decision:
         assert self.settings.eta is not None
         trial.set_user_attr(attrs.rung_attr(epoch), top1)
-        me = halving.objective_point(
-            top1,
-            {attrs.LATENCY_MS: figures.median_ms, attrs.MEMORY_MB: figures.memory_mb},
-            self.settings.objectives,
-        )
+        objectives = self.settings.objectives
+        measured = Measurements(latency_ms=figures.median_ms, memory_mb=figures.memory_mb)
+        me = halving.objective_point(top1, measured, objectives)
         assert me is not None
-        field_ = halving.rung_points(
-            trial.study.get_trials(deepcopy=False), epoch, self.settings.objectives
-        )
+        field_ = halving.rung_points(study_records(trial.study, objectives), epoch, objectives)
+        origin = stored.retry_origin
         field_[origin] = me
         origins = sorted(field_)
         decision = halving.decide(
@@ -313,7 +311,7 @@ class Objective:
             eta=self.settings.eta,
             epoch=epoch,
         )
-        if (why := halving.exemption(trial.user_attrs)) is not None:
+        if (why := halving.exemption(stored)) is not None:
             decision = halving.exempt(decision, why)
         _log.info("trial %d: %s", trial.number, decision.reason())
         return decision

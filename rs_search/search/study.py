@@ -1,53 +1,31 @@
-"""Create, resume and join a study; enqueue seeds and the trial budget.
+"""Create, resume and join a study; its sampler.
 
-**The trial budget is a queue.** ``start --trials N`` enqueues N trials in Optuna's own WAITING
-state: first the space's seeds (fixed params), then empty slots that the sampler fills when a
-worker claims them. Workers only ever claim a waiting trial (``QueuedStudy.ask``), and Optuna
-claims a waiting trial atomically (an UPDATE that only one worker wins), so however many workers
-on however many machines join, exactly N trials run: no counter races, and the dashboard shows the
-remaining budget as waiting trials. A trial whose worker died is failed by the heartbeat and its
-retry is enqueued in its place (``RetryHeartbeatStaleTrialCallback``), so it keeps its slot.
-Without ``--trials`` the study is open-ended and workers create trials as ``study.optimize``
-normally does.
+The queue of waiting trials the workers claim, and the seeds and budget slots ``start`` puts in
+it, are the study layer's (``rs_search.study.queue``).
 """
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import replace
-from typing import Any
 
 import optuna
 from optuna.study import StudyDirection
-from optuna.trial import TrialState
 
 from rs_search.errors import RsSearchError
-from rs_search.search import attrs
-from rs_search.search.settings import SETTINGS_ATTR, StudySettings
-from rs_search.search.storage import count_states, open_storage, study_names, unknown_study_message
 from rs_search.space import SearchSpace
 from rs_search.storage.url import resolve_storage_url
-
-
-class QueueEmpty(Exception):
-    """No waiting trial to claim: the trial budget is spent or claimed by other workers."""
-
-
-class QueuedStudy(optuna.Study):
-    """A ``Study`` whose ``ask`` claims a waiting trial and never creates one.
-
-    Mirrors ``Study.ask`` (5.0) minus the creation branch; it relies on Optuna's internal
-    ``_pop_waiting_trial_id`` (the atomic claim ``enqueue_trial`` is built on).
-    """
-
-    def ask(self, fixed_distributions: dict[str, Any] | None = None) -> optuna.Trial:
-        assert not fixed_distributions, "the search does not pass fixed distributions"
-        self._thread_local.cached_all_trials = None
-        trial_id = self._pop_waiting_trial_id()
-        if trial_id is None:
-            raise QueueEmpty()
-        return optuna.Trial(self, trial_id)
+from rs_search.study.queue import QueuedStudy
+from rs_search.study.read import settings_of
+from rs_search.study.settings import SETTINGS_ATTR, StudySettings
+from rs_search.study.storage import (
+    Heartbeat,
+    open_storage,
+    open_study,
+    require_study,
+    stored_study_attrs,
+    study_names,
+)
 
 
 def make_sampler(
@@ -68,61 +46,44 @@ def make_sampler(
     raise RsSearchError(f"sampler {name!r}; allowed: tpe, nsga2, gp, random")
 
 
-def load_settings(study: optuna.Study) -> StudySettings:
-    return StudySettings.from_study_attrs(study.user_attrs, study_name=study.study_name)
-
-
 def join_study(
     study_name: str,
     storage: str | None,
     *,
     queued: bool = True,
-    sampler_seed: int | None = None,
+    worker_index: int | None = None,
+    heartbeat: tuple[int, int] | None = None,
+    retry_seconds: float | None = None,
 ) -> tuple[optuna.Study, StudySettings]:
-    """Open an existing rs-search study with the process's one storage, heartbeats configured.
+    """Open an existing rs-search study with the process's one storage, its heartbeat set at
+    construction: the study's, or ``heartbeat`` (interval, grace) when this process overrides it.
+    ``worker_index``: this worker's place among ``start``'s local workers (its sampler seed).
 
     Unknown study: an ``RsSearchError`` listing the studies there; nothing is created.
     """
-    url = resolve_storage_url(storage)
-    names = study_names(url)
-    if study_name not in names:
-        raise RsSearchError(unknown_study_message(study_name, names, url))
-    rdb = open_storage(url)
-    probe = optuna.load_study(study_name=study_name, storage=rdb)
-    settings = load_settings(probe)
-    interval, grace = settings.heartbeat()
-    configure_heartbeat(rdb, interval=interval, grace=grace, max_retry=settings.max_retry)
-    cls = QueuedStudy if (queued and settings.n_trials is not None) else optuna.Study
-    if sampler_seed is None:
-        sampler_seed = worker_seed(settings)
-    study = cls(
-        study_name=study_name, storage=rdb, sampler=make_sampler(settings, seed=sampler_seed)
+    url = require_study(study_name, storage)
+    settings = StudySettings.from_study_attrs(
+        stored_study_attrs(study_name, url, retry_seconds=retry_seconds), study_name=study_name
     )
-    return study, settings
+    interval, grace = settings.heartbeat(heartbeat)
+    opened = open_study(
+        study_name,
+        url,
+        heartbeat=Heartbeat(interval=interval, grace=grace, max_retry=settings.max_retry),
+        retry_seconds=retry_seconds,
+        study_class=QueuedStudy if (queued and settings.n_trials is not None) else optuna.Study,
+        sampler=make_sampler(settings, seed=worker_seed(settings, worker_index)),
+    )
+    return opened.study, settings
 
 
-ENV_WORKER_INDEX = "RS_SEARCH_WORKER_INDEX"  # set by `start` for its k-th local worker
-
-
-def worker_seed(settings: StudySettings) -> int | None:
-    """The sampler seed of this worker: ``start --seed S`` gives its k-th local worker S + k
+def worker_seed(settings: StudySettings, worker_index: int | None) -> int | None:
+    """The sampler seed of a worker: ``start --seed S`` gives its k-th local worker S + k
     (distinct streams, so parallel workers do not sample the same candidates); a worker that
     joined from elsewhere samples unseeded."""
-    index = os.environ.get(ENV_WORKER_INDEX)
-    if settings.seed is None or index is None or not index.isdigit():
+    if settings.seed is None or worker_index is None:
         return None
-    return settings.seed + int(index)
-
-
-def configure_heartbeat(rdb: Any, *, interval: int, grace: int, max_retry: int | None) -> None:
-    """Turn on Optuna's heartbeat on an open ``RDBStorage`` (the attributes its constructor
-    sets)."""
-    from optuna.storages import RetryHeartbeatStaleTrialCallback
-
-    rdb.heartbeat_interval = interval
-    rdb.grace_period = grace
-    rdb.heartbeat_stale_trial_callback = RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
-    rdb.failed_trial_callback = rdb.heartbeat_stale_trial_callback
+    return settings.seed + worker_index
 
 
 def differences(old: StudySettings, new: StudySettings) -> list[str]:
@@ -145,6 +106,7 @@ def create_or_resume(
     storage: str | None,
     settings: StudySettings,
     space: SearchSpace,
+    retry_seconds: float | None = None,
 ) -> tuple[optuna.Study, bool]:
     """Create the study with its settings, or resume it when the settings agree.
 
@@ -154,7 +116,7 @@ def create_or_resume(
     """
     url = resolve_storage_url(storage)
     names = study_names(url)
-    rdb = open_storage(url)
+    rdb = open_storage(url, retry_seconds=retry_seconds)
     if study_name in names:
         study = optuna.load_study(study_name=study_name, storage=rdb)
         if SETTINGS_ATTR not in study.user_attrs:
@@ -162,7 +124,7 @@ def create_or_resume(
                 f"study {study_name!r} exists but was not created by rs-search; "
                 "choose another --study name"
             )
-        old = load_settings(study)
+        old = settings_of(study)
         diff = differences(old, settings)
         if diff:
             raise RsSearchError(
@@ -200,37 +162,3 @@ def create_or_resume(
 
 def _metric_name(objective: str) -> str:
     return {"accuracy": "val_top1", "latency": "latency_ms", "memory": "memory_mb"}[objective]
-
-
-def enqueue_work(
-    study: optuna.Study, settings: StudySettings, space: SearchSpace
-) -> tuple[int, int]:
-    """Enqueue the seeds not yet present, then budget slots up to ``settings.n_trials``.
-
-    Returns (seeds enqueued, slots enqueued). Call from one place (``start``), not from every
-    worker: ``enqueue_trial(skip_if_exists=True)`` is not atomic across processes.
-    """
-    trials = study.get_trials(deepcopy=False)
-    counts = count_states(study)
-    used = counts["finished"] + counts["running"] + counts["waiting"]
-    room = None if settings.n_trials is None else max(0, settings.n_trials - used)
-    present = {t.user_attrs.get(attrs.SEED_NAME) for t in trials}
-    seeds = 0
-    for seed in space.seeds:
-        if room is not None and seeds >= room:
-            break
-        if seed.name in present:
-            continue
-        study.enqueue_trial(
-            space.seed_params(seed), user_attrs={attrs.SEED_NAME: seed.name}, skip_if_exists=True
-        )
-        seeds += 1
-    slots = 0
-    if settings.n_trials is not None:
-        waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
-        start_index = sum(1 for t in trials if attrs.SLOT in t.user_attrs)
-        need = settings.n_trials - (counts["finished"] + counts["running"] + waiting)
-        for i in range(max(0, need)):
-            study.enqueue_trial({}, user_attrs={attrs.SLOT: start_index + i})
-            slots += 1
-    return seeds, slots

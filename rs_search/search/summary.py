@@ -1,70 +1,48 @@
 """Read a study for people: progress counts, the Pareto front so far, the compute estimate.
 
 The front is computed with ``rs_search.selection.pareto`` over complete, feasible, trained trials
-(a rejected candidate completes with top-1 0 and breaks a limit; it is never on the front), which
-is what ``study.best_trials`` returns for a constrained study.
+(``TrialRecord.usable``: a rejected candidate completes with top-1 0 and breaks a limit; it is
+never on the front), which is what ``study.best_trials`` returns for a constrained study.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-import optuna
-from optuna.trial import FrozenTrial, TrialState
-
-from rs_search.search import attrs, halving
-from rs_search.search.settings import StudySettings
+from rs_search.search import halving
 from rs_search.selection.pareto import pareto_front
+from rs_search.study.record import TrialRecord
+from rs_search.study.settings import StudySettings
 
 
-def trained_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """Complete trials that were trained and meet every hard limit."""
-    return [
-        t
-        for t in trials
-        if t.state == TrialState.COMPLETE
-        and t.values is not None
-        and attrs.REJECTED not in t.user_attrs
-        and all(v <= 0 for v in t.constraints.values())
-    ]
-
-
-def front(trials: Sequence[FrozenTrial], settings: StudySettings) -> list[FrozenTrial]:
-    """The Pareto-optimal trained trials, most accurate first."""
-    pool = trained_trials(trials)
+def front(records: Sequence[TrialRecord], settings: StudySettings) -> list[TrialRecord]:
+    """The Pareto-optimal trained, feasible trials (``TrialRecord.usable``), most accurate
+    first."""
+    pool = [r for r in records if r.usable]
     if not pool:
         return []
-    idx = pareto_front([t.values for t in pool], settings.directions)
+    objectives = settings.objectives
+    idx = pareto_front([r.point(objectives) for r in pool], settings.directions)
     chosen = [pool[i] for i in idx]
-    return sorted(chosen, key=lambda t: -float(t.values[0]))
+    return sorted(chosen, key=lambda r: -r.point(objectives)[0])
 
 
-def describe(trial: FrozenTrial) -> str:
-    """``1-1-1-1 w0.25 r32``: the architecture in a few characters."""
-    arch = trial.user_attrs.get(attrs.ARCH) or {}
-    layout = "-".join(str(b) for b in arch.get("layout", []))
-    return f"{layout} w{arch.get('width', '?')} r{arch.get('resolution', '?')}"
-
-
-def front_rows(trials: Sequence[FrozenTrial], settings: StudySettings) -> list[list[str]]:
+def front_rows(records: Sequence[TrialRecord], settings: StudySettings) -> list[list[str]]:
     rows = []
-    for t in front(trials, settings):
+    for r in front(records, settings):
         values = [
             f"{v:.2f}" if name == "accuracy" else f"{v:.3f}"
-            for name, v in zip(settings.objectives, t.values, strict=True)
+            for name, v in zip(settings.objectives, r.point(settings.objectives), strict=True)
         ]
-        epochs = len(attrs.curve(t))
-        params = f"{t.user_attrs.get(attrs.PARAMS_M, 0):.3f}"
         rows.append(
             [
-                str(t.number),
-                describe(t),
+                str(r.number),
+                r.label,
                 *values,
-                params,
-                str(epochs),
-                t.user_attrs.get(attrs.SEED_NAME, ""),
+                f"{r.measured.params_m or 0:.3f}",
+                str(r.epochs_trained),
+                r.seed_name or "",
             ]
         )
     return rows
@@ -104,28 +82,22 @@ class Progress:
         )
 
 
-def progress(study: optuna.Study, settings: StudySettings) -> Progress:
-    trials = study.get_trials(deepcopy=False)
-    by_state = {s: 0 for s in TrialState}
-    for t in trials:
-        by_state[t.state] += 1
+def progress(records: Sequence[TrialRecord], settings: StudySettings) -> Progress:
+    by_state = {state: 0 for state in ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")}
+    for r in records:
+        by_state[r.state] = by_state.get(r.state, 0) + 1
     epochs: dict[int, int] = {}
-    for t in trials:
-        o = attrs.origin(t)
-        epochs[o] = max(epochs.get(o, 0), len(attrs.curve(t)))
+    for r in records:  # a retry inherits its original's curve: count each origin once
+        epochs[r.retry_origin] = max(epochs.get(r.retry_origin, 0), r.epochs_trained)
     return Progress(
         total=settings.n_trials,
-        complete=by_state[TrialState.COMPLETE],
-        pruned=by_state[TrialState.PRUNED],
-        failed=sum(1 for t in trials if t.state == TrialState.FAIL and attrs.is_finished(t)),
-        running=by_state[TrialState.RUNNING],
-        waiting=by_state[TrialState.WAITING],
-        waiting_seeds=sum(
-            1 for t in trials if t.state == TrialState.WAITING and attrs.SEED_NAME in t.user_attrs
-        ),
-        rejected=sum(
-            1 for t in trials if t.state == TrialState.COMPLETE and attrs.REJECTED in t.user_attrs
-        ),
+        complete=by_state["COMPLETE"],
+        pruned=by_state["PRUNED"],
+        failed=sum(1 for r in records if r.state == "FAIL" and r.finished),
+        running=by_state["RUNNING"],
+        waiting=by_state["WAITING"],
+        waiting_seeds=sum(1 for r in records if r.state == "WAITING" and r.seed_name is not None),
+        rejected=sum(1 for r in records if r.state == "COMPLETE" and r.rejected is not None),
         epochs=sum(epochs.values()),
     )
 
@@ -193,22 +165,3 @@ def estimate(
         train_images=train_images,
         flops_range=flops_range,
     )
-
-
-def as_json(study: optuna.Study, settings: StudySettings) -> dict[str, Any]:
-    """A machine-readable summary (``start --json``, benchmarks)."""
-    trials = study.get_trials(deepcopy=False)
-    p = progress(study, settings)
-    return {
-        "study": study.study_name,
-        "progress": p.__dict__,
-        "front": [
-            {
-                "number": t.number,
-                "values": list(t.values),
-                "arch": t.user_attrs.get(attrs.ARCH),
-                "epochs": len(attrs.curve(t)),
-            }
-            for t in front(trials, settings)
-        ],
-    }

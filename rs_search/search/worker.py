@@ -19,30 +19,30 @@ NaN loss, out-of-memory, data and latency errors fail only that trial (``fail_re
 from __future__ import annotations
 
 import logging
-import os
 import signal
-import socket
 import threading
 import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 
 import optuna
-from optuna.storages import RetryHeartbeatStaleTrialCallback, fail_stale_trials
-from optuna.trial import FrozenTrial, TrialState
 
 from rs_search.env import Environment
 from rs_search.errors import TrialInterrupted
+from rs_search.latency.cache import default_worker_id
 from rs_search.latency.window import protocol_for
-from rs_search.search import attrs
 from rs_search.search.artifacts import CheckpointStore
 from rs_search.search.deps import CachedLatency, LatencyUnavailable, LocalTrain
 from rs_search.search.objective import TRIAL_FAILURES, Objective, TrainLauncher
-from rs_search.search.settings import SETTINGS_ATTR, StudySettings
-from rs_search.search.storage import count_states
-from rs_search.search.study import QueueEmpty, join_study
+from rs_search.search.study import join_study
+from rs_search.study.queue import QueueEmpty, after_each_trial, fail_stale, hand_back
+from rs_search.study.read import settings_or_none, study_records
+from rs_search.study.record import count_states
+from rs_search.study.settings import StudySettings
+from rs_search.study.storage import engine_of
 
 _log = logging.getLogger("rs_search.search")
 
@@ -79,9 +79,6 @@ class WorkerReport:
     reason: str
 
 
-ENV_AUTO_SCALE = "RS_SEARCH_AUTO_SCALE"  # "1": run the scaling rules after each trial (start)
-
-
 def run_worker(
     *,
     study_name: str,
@@ -93,24 +90,31 @@ def run_worker(
     echo: Callable[[str], None] = print,
     stop: StopFlag | None = None,
     make_launcher: Callable[[StudySettings], TrainLauncher] | None = None,
-    sampler_seed: int | None = None,
+    worker_index: int | None = None,
     world_size: int = 1,
     loader_workers: int | None = None,
     auto_scale: bool = False,
     environment: Environment | None = None,
 ) -> WorkerReport:
     """Join ``study_name`` and run trials until the budget is spent, the timeout passes,
-    ``max_trials`` have run here, or SIGTERM arrives. ``auto_scale`` (or
-    ``$RS_SEARCH_AUTO_SCALE=1``): after each sampler trial, enqueue a scaling-rule proposal.
-    ``environment``: the ``RS_SEARCH_*`` settings the entry point read (latency protocol and
-    wait); None: the defaults."""
+    ``max_trials`` have run here, or SIGTERM arrives. ``auto_scale``: after each sampler trial,
+    enqueue a scaling-rule proposal. ``worker_index``: this worker's place among ``start``'s
+    local workers (its sampler seed). ``environment``: the ``RS_SEARCH_*`` settings the entry
+    point read (heartbeat override, storage retry window, latency protocol and wait); None: the
+    defaults."""
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     if stop is None:
         stop = StopFlag()
         stop.install()
     env = environment or Environment()
-    study, settings = join_study(study_name, storage, sampler_seed=sampler_seed)
+    study, settings = join_study(
+        study_name,
+        storage,
+        worker_index=worker_index,
+        heartbeat=env.heartbeat,
+        retry_seconds=env.storage_retry_s,
+    )
     store = CheckpointStore.from_spec(artifacts or settings.artifacts)
     launcher = (
         make_launcher(settings)
@@ -126,7 +130,7 @@ def run_worker(
         # The latency cache shares the study storage's engine: one pool per process. Figures are
         # taken on this worker's own device, and a wait for one ends when SIGTERM arrives.
         latency=CachedLatency(
-            _engine_of(study),
+            engine_of(study),
             settings.target,
             device=device,
             protocol=protocol_for(env),
@@ -139,22 +143,25 @@ def run_worker(
         on_outcome=lambda o: echo(f"trial {o.number}: {o.summary}"),
         world_size=world_size,
     )
-    me = f"{socket.gethostname()}:{os.getpid()}"
+    me = default_worker_id()
     budget = "open-ended" if settings.n_trials is None else f"{settings.n_trials} trials"
     rungs = ",".join(map(str, settings.rungs)) or "none"
     echo(
         f"worker {me} joined study {study_name!r}: {budget}, {settings.budget_epochs} epochs "
         f"per trial, halving rungs at epochs {rungs}"
     )
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] = []
-    if auto_scale or os.environ.get(ENV_AUTO_SCALE) == "1":  # issue 6: the rules feed the queue
-        from rs_search.selection.autoscale import AutoScale
+    callbacks: list[Callable[[optuna.Study, Any], None]] = []
+    if auto_scale:  # issue 6: the rules feed the queue
+        from rs_search.search.proposals import AutoScale
 
-        callbacks.append(AutoScale(settings=settings, echo=echo))
+        callbacks.append(
+            after_each_trial(AutoScale(settings=settings, echo=echo), settings.objectives)
+        )
     return _loop(
         study,
         settings,
         objective,
+        poll=_poll_seconds(settings.heartbeat(env.heartbeat)[0]),
         stop=stop,
         timeout_s=timeout_s,
         max_trials=max_trials,
@@ -172,11 +179,10 @@ def _loop(
     timeout_s: float | None,
     max_trials: int | None,
     echo: Callable[[str], None],
-    callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None,
+    poll: float,
+    callbacks: list[Callable[[optuna.Study, Any], None]] | None = None,
 ) -> WorkerReport:
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
-    interval, _ = settings.heartbeat()
-    poll = max(1.0, min(float(interval), 10.0))
     ran = 0
     catch = (*TRIAL_FAILURES, LatencyUnavailable)
     while True:
@@ -186,10 +192,10 @@ def _loop(
             return WorkerReport(trials_run=ran, interrupted=False, reason="timeout")
         if max_trials is not None and ran >= max_trials:
             return WorkerReport(trials_run=ran, interrupted=False, reason="max trials")
-        fail_stale_trials(study)
+        fail_stale(study)
         budget = _trial_budget(study, settings)
         if budget is not None:
-            counts = count_states(study)
+            counts = count_states(study_records(study, settings.objectives))
             if counts["finished"] >= budget:
                 return WorkerReport(trials_run=ran, interrupted=False, reason="budget spent")
             if counts["waiting"] == 0:
@@ -206,34 +212,19 @@ def _loop(
         except QueueEmpty:
             continue
         except TrialInterrupted:
-            _hand_back(study, objective.current)
+            if objective.current is not None:
+                hand_back(study, objective.current)
             echo(f"trial {objective.current}: handed back (a retry is queued); worker exits")
             return WorkerReport(trials_run=ran, interrupted=True, reason="stopped by signal")
         ran += 1
 
 
+def _poll_seconds(heartbeat_interval: int) -> float:
+    """How often an idle worker looks at the queue again: about a heartbeat, 1..10 s."""
+    return max(1.0, min(float(heartbeat_interval), 10.0))
+
+
 def _trial_budget(study: optuna.Study, settings: StudySettings) -> int | None:
     """The study's trial budget as stored now (``start --trials`` may have raised it)."""
-    raw = study.user_attrs.get(SETTINGS_ATTR)
-    if isinstance(raw, dict) and "n_trials" in raw:
-        value = raw["n_trials"]
-        return None if value is None else int(value)
-    return settings.n_trials
-
-
-def _engine_of(study: optuna.Study) -> object:
-    """The SQLAlchemy engine of the study's RDBStorage (behind Optuna's cache wrapper)."""
-    storage = getattr(study._storage, "_backend", study._storage)
-    assert isinstance(storage, optuna.storages.RDBStorage)
-    return storage.engine
-
-
-def _hand_back(study: optuna.Study, number: int | None) -> None:
-    """Queue a retry of an interrupted trial (params, user attrs, ``failed_trial``), unless the
-    trial did not end as FAIL (then nothing was lost)."""
-    if number is None:
-        return
-    trial = study.get_trials(deepcopy=True)[number]
-    if trial.state != TrialState.FAIL or attrs.FAIL_REASON in trial.user_attrs:
-        return
-    RetryHeartbeatStaleTrialCallback(max_retry=None)(study, trial)
+    stored = settings_or_none(study)
+    return (stored or settings).n_trials

@@ -51,12 +51,13 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from rs_search.models.family import FAMILY, FamilyMember
+from rs_search.space import Constraints
 from rs_search.specs import NAMED_LAYOUTS, Candidate, RecipeSpec, layout_label
 
 if TYPE_CHECKING:
-    from optuna.trial import FrozenTrial
-
     from rs_search.space import SearchSpace
+    from rs_search.study.record import TrialRecord
 
 __all__ = [
     "DEPTH_LADDER",
@@ -64,7 +65,6 @@ __all__ = [
     "WIDTH_GRID",
     "Cost",
     "Dropped",
-    "Limits",
     "Overfitting",
     "Proposal",
     "ProposalSet",
@@ -100,23 +100,11 @@ WIDTH_GRID: tuple[float, ...] = (0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0)
 """Width multipliers of the paper's scaling study (Sec. 7.1: widths 0.25x-2x)."""
 
 FAMILY_RESOLUTION: dict[int, tuple[int, int]] = {
-    50: (160, 160),
-    101: (160, 192),
-    152: (192, 256),
-    200: (256, 256),
-    270: (256, 256),
-    350: (256, 320),
-    420: (320, 320),
+    m.depth: (min(m.resolutions), max(m.resolutions)) for m in FAMILY.values()
 }
-"""(smallest, largest) resolution of each published model (reference yaml ``models``; official
-README table). The largest is the bound a depth step may grow the resolution to."""
+"""(smallest, largest) resolution of each published model (``rs_search.models.family.FAMILY``:
+the official README table). The largest is the bound a depth step may grow the resolution to."""
 
-# Published recipes (reference yaml ``models.*.variants[].recipe``).
-DROPOUT_LARGEST = 0.4  # RS-350 at 320 px and RS-420
-DROPOUT_DEFAULT = 0.25  # every other published model
-STOCHASTIC_DEPTH_DEEP = 0.1  # RS-200 and deeper; 0 for RS-50..152
-RANDAUG_SMALL = 10  # RS-50@160 and RS-101@160
-RANDAUG_LARGE = 15  # every other published model
 WEIGHT_DECAY_REGULARIZED = 4e-5  # reference yaml recipe_common.weight_decay
 WEIGHT_DECAY_PLAIN = 1e-4  # baseline ResNet (reference yaml baseline_resnet_value)
 
@@ -262,21 +250,35 @@ class Regularization:
     randaug_magnitude: int
 
 
+def published_member(layout: Sequence[int]) -> FamilyMember | None:
+    """The published model a layout is sized like: its own, else the deepest shallower one (as
+    :func:`resolution_bound` does); None below RS-50."""
+    depth = nominal_depth(layout)
+    members = [m for m in FAMILY.values() if m.depth <= depth]
+    return max(members, key=lambda m: m.depth) if members else None
+
+
 def published_regularization(layout: Sequence[int], resolution: int) -> Regularization | None:
     """The published recipe's regularization for a model of this size; None below RS-50 (no
     published recipe; the source trial's values are kept).
 
-    Reference yaml ``models``: dropout 0.25, 0.4 for RS-350@320 and RS-420; stochastic depth
-    0 for RS-50..152, 0.1 for RS-200+; RandAugment magnitude 10 for RS-50@160 and RS-101@160,
-    15 otherwise.
+    The values are ``rs_search.models.family.FAMILY``'s (the official configs: dropout 0.25,
+    0.4 for RS-350@320 and RS-420; stochastic depth 0 for RS-50..152, 0.1 for RS-200+;
+    RandAugment magnitude 10 for RS-50@160 and RS-101@160, 15 otherwise), read at
+    :func:`published_member` and at the largest of its published resolutions not above
+    ``resolution`` (the variant it has grown into; its smallest when it is below them all).
+    Which variant stands for an unpublished size is a project heuristic.
     """
-    depth = nominal_depth(layout)
-    if depth < 50:
+    member = published_member(layout)
+    if member is None:
         return None
-    dropout = DROPOUT_LARGEST if depth >= 350 and resolution >= 320 else DROPOUT_DEFAULT
-    sd = STOCHASTIC_DEPTH_DEEP if depth >= 200 else 0.0
-    magnitude = RANDAUG_SMALL if depth <= 101 and resolution <= 160 else RANDAUG_LARGE
-    return Regularization(dropout=dropout, stochastic_depth=sd, randaug_magnitude=magnitude)
+    reached = [r for r in member.resolutions if r <= resolution]
+    recipe = member.recipe_at(max(reached) if reached else min(member.resolutions))
+    return Regularization(
+        dropout=float(recipe["dropout"]),
+        stochastic_depth=float(recipe["stochastic_depth"]),
+        randaug_magnitude=int(recipe["randaug_magnitude"]),
+    )
 
 
 def active_regularizers(recipe: RecipeSpec) -> list[str]:
@@ -373,7 +375,7 @@ def _regularize(
 
 @dataclass(frozen=True, kw_only=True)
 class TrialView:
-    """What the rules read from one finished trial: built by :meth:`from_trial` or by hand."""
+    """What the rules read from one finished trial: built by :meth:`from_record` or by hand."""
 
     number: int
     candidate: Candidate
@@ -382,24 +384,18 @@ class TrialView:
     budget: int  # the study's full training length in epochs (--budget)
 
     @classmethod
-    def from_trial(cls, trial: FrozenTrial, *, budget: int) -> TrialView | None:
-        """None for a trial without a ``candidate`` user attribute (not an rs-search trial)."""
-        from rs_search.errors import SpecError
-
-        raw = trial.user_attrs.get("candidate")
-        if not isinstance(raw, Mapping):
+    def from_record(
+        cls, record: TrialRecord, *, budget: int, objectives: Sequence[str]
+    ) -> TrialView | None:
+        """None for a trial without a readable candidate (not an rs-search trial). ``values``
+        follow ``objectives``' order."""
+        if record.candidate is None:
             return None
-        try:
-            candidate = Candidate.from_dict(raw)
-        except SpecError:
-            return None
-        curve = trial.user_attrs.get("curve") or []
-        values = tuple(float(v) for v in trial.values) if trial.values is not None else None
         return cls(
-            number=trial.number,
-            candidate=candidate,
-            values=values,
-            curve=tuple(c for c in curve if isinstance(c, Mapping)),
+            number=record.number,
+            candidate=record.candidate,
+            values=None if record.values is None else record.point(objectives),
+            curve=record.curve,
             budget=budget,
         )
 
@@ -492,26 +488,16 @@ class RuleSettings:
 _LOG_SCALE = ("weight_decay", "lr_per_256")
 
 
-def _distance(name: str, value: Any, want: Any, *, up: bool) -> tuple[float, int]:
-    """Sort key for the option nearest ``want``; on a tie the one on the side the rule moved."""
-    if name in _LOG_SCALE and value > 0 and want > 0:
-        d = abs(math.log(value) - math.log(want))
-    else:
-        d = abs(value - want)
-    return (round(d, 9), 0 if (value > want) == up else 1)
-
-
 def fit_recipe(
     recipe: RecipeSpec, source: RecipeSpec, space: SearchSpace | None
 ) -> tuple[RecipeSpec, dict[str, Any]]:
-    """Recipe values the rules changed (against ``source``), fitted to what ``space`` allows: a
-    fixed value stays, a choice takes the nearest option (log scale for weight decay and LR; a
-    tie goes the way the rule moved), a range clamps and snaps to its step. Returns the recipe
-    and the fields that had to move (name -> the value the rule wanted)."""
+    """Recipe values the rules changed (against ``source``), fitted to what ``space`` allows
+    (``Domain.nearest``: a fixed value stays, a choice takes the nearest option, on a log scale
+    for weight decay and LR, a tie going the way the rule moved; a range clamps and snaps to its
+    step). Returns the recipe and the fields that had to move (name -> the value the rule
+    wanted)."""
     if space is None:
         return recipe, {}
-    from rs_search.space import Choice, Fixed, FloatRange, IntRange
-
     moved: dict[str, Any] = {}
     updates: dict[str, Any] = {}
     for name in ("dropout", "stochastic_depth", "randaug_magnitude", "weight_decay"):
@@ -524,20 +510,7 @@ def fit_recipe(
             continue
         if domain.contains(want):
             continue
-        got: Any
-        if isinstance(domain, Fixed):
-            got = domain.value
-        elif isinstance(domain, Choice):
-            got = min(domain.choices, key=lambda v: _distance(name, v, want, up=want > was))
-        elif isinstance(domain, IntRange | FloatRange):
-            low, high = domain.low, domain.high
-            got = min(max(want, low), high)
-            if domain.step:
-                got = low + round((got - low) / domain.step) * domain.step
-                got = int(got) if isinstance(domain, IntRange) else round(float(got), 10)
-        else:  # pragma: no cover - a new domain kind
-            continue
-        updates[name] = got
+        updates[name] = domain.nearest(want, log=name in _LOG_SCALE, prefer_higher=want > was)
         moved[name] = want
     return dataclasses.replace(recipe, **updates), moved
 
@@ -601,35 +574,10 @@ def scale_width(view: TrialView, why: str, settings: RuleSettings) -> Proposal |
 # -- limits ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, kw_only=True)
-class Limits:
-    """The study's hard limits (space ``constraints``); None: no limit."""
-
-    max_latency_ms: float | None = None
-    max_memory_mb: float | None = None
-    max_params_m: float | None = None
-
-    @classmethod
-    def from_mapping(cls, data: Mapping[str, Any] | None) -> Limits:
-        data = data or {}
-        return cls(
-            **{
-                k: (None if data.get(k) is None else float(data[k]))
-                for k in ("max_latency_ms", "max_memory_mb", "max_params_m")
-            }
-        )
-
-    @property
-    def any(self) -> bool:
-        return any(
-            v is not None for v in (self.max_latency_ms, self.max_memory_mb, self.max_params_m)
-        )
-
-
 CostFn = Callable[[Proposal], Cost]
 
 
-def broken_limits(cost: Cost, limits: Limits) -> list[str]:
+def broken_limits(cost: Cost, limits: Constraints) -> list[str]:
     """Each limit ``cost`` breaks, in words; a cost left unknown breaks nothing."""
     checks = (
         ("latency", cost.latency_ms, limits.max_latency_ms, "ms", "max_latency_ms"),
@@ -644,7 +592,7 @@ def broken_limits(cost: Cost, limits: Limits) -> list[str]:
 
 
 def apply_limits(
-    proposals: Iterable[Proposal], limits: Limits, cost_fn: CostFn | None
+    proposals: Iterable[Proposal], limits: Constraints, cost_fn: CostFn | None
 ) -> tuple[list[Proposal], list[Dropped]]:
     """Attach each proposal's cost and drop those breaking a limit, with the reason.
 
@@ -676,7 +624,7 @@ def propose(
     *,
     n: int = 1,
     settings: RuleSettings | None = None,
-    limits: Limits | None = None,
+    limits: Constraints | None = None,
     cost_fn: CostFn | None = None,
     existing: Mapping[str, int] | None = None,
 ) -> ProposalSet:
@@ -687,7 +635,7 @@ def propose(
     one that breaks ``limits`` is dropped with the reason.
     """
     settings = settings or RuleSettings()
-    limits = limits or Limits()
+    limits = limits or Constraints()
     existing = existing or {}
     seen: set[str] = set()
     proposals: list[Proposal] = []

@@ -14,6 +14,13 @@ a search worker's group). :func:`failures_end_the_group` posts the reason in the
 key-value store and ends this rank's part of the group; gloo peers then fail at once ("connection
 closed by peer"), NCCL peers are aborted by a watcher thread that sees the posted reason, and
 each peer raises :class:`~rs_search.errors.RankFailed` with that reason and exit status.
+
+On CUDA a group is NCCL with one GPU per rank (:func:`init_from_env`, ``rs_search.devices.resolve``:
+rank r on ``cuda:LOCAL_RANK``). Batch normalisation stays per replica (DDP without
+``SyncBatchNorm``): each rank normalises its own share of the global batch, as the official
+ResNet-RS code does (tensorflow/tpu ``models/official/resnet/resnet_model.py``: plain
+``tf.layers.batch_normalization`` per TPU core; only gradients cross replicas). README.md,
+"Several GPUs per trial", says why.
 """
 
 from __future__ import annotations

@@ -6,9 +6,9 @@ import pytest
 
 from rs_search.cli.main import main
 
-# Published parameters (M) of resnetrs50..420, 1000 classes.
-# Source: ../shared/reference/resnet_rs.yaml
-# `models.*.params_m` (official README; timm's counts agree).
+# Reference parameter counts (M) of resnetrs50..420, 1000 classes.
+# Source: ../shared/reference/resnet_rs.yaml `models.*.params_m` (source "derived": counted from the
+# official architecture, timm's counts agree; the official README does not publish them).
 PARAMS_M = {
     "resnetrs50": "35.69",
     "resnetrs101": "63.62",

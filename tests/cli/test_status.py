@@ -17,16 +17,18 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from rs_search.reports.status import STATES, study_status
-from rs_search.reports.study_info import StudyInfo
-from rs_search.search.settings import StudySettings
+from rs_search.study.read import StudyInfo
+from rs_search.study.settings import StudySettings
 from tests.reports.factory import demo_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -36,14 +38,14 @@ STUDY = "status-live"
 GRACE = 3
 
 # A worker: claims one waiting trial through study.optimize (heartbeat every second), writes the
-# trial contract's attributes and a two-epoch curve, then waits for its release file.
+# trial contract's attributes and a two-epoch curve, says so on stdout, then holds the trial
+# until the test closes its stdin.
 WORKER = r"""
-import os, socket, sys, time
-from pathlib import Path
+import os, socket, sys
 import optuna
 from optuna.storages import RDBStorage
 
-url, study_name, gates = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+url, study_name = sys.argv[1], sys.argv[2]
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 storage = RDBStorage(url, heartbeat_interval=1, grace_period=3)
 study = optuna.load_study(study_name=study_name, storage=storage)
@@ -59,9 +61,8 @@ def objective(trial):
         curve.append({"epoch": epoch, "train_top1": 40.0 + epoch, "val_top1": 38.0 + epoch,
                       "epoch_seconds": 1.5})
         trial.set_user_attr("curve", curve)
-    (gates / f"running-{trial.number}").write_text(str(os.getpid()))
-    while not (gates / f"release-{trial.number}").exists():
-        time.sleep(0.1)
+    print(f"running {trial.number} {os.getpid()}", flush=True)
+    sys.stdin.readline()  # returns when the test closes the pipe
     return 50.0 + trial.number, 1.0 + width
 
 study.optimize(objective, n_trials=1)
@@ -105,10 +106,29 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 120) -> 
         time.sleep(0.2)
 
 
+def heartbeats(storage: str) -> tuple[datetime, dict[int, datetime]]:
+    """The database's clock and the last heartbeat of each RUNNING trial of the study, read from
+    Optuna's ``trial_heartbeats`` table (Optuna writes the database's ``now()`` there)."""
+    engine = sqlalchemy.create_engine(storage)
+    try:
+        with engine.connect() as conn:
+            now = conn.execute(sqlalchemy.text("SELECT now()::timestamp")).scalar_one()
+            rows = conn.execute(
+                sqlalchemy.text(
+                    "SELECT t.number, h.heartbeat FROM trial_heartbeats h"
+                    " JOIN trials t ON t.trial_id = h.trial_id"
+                    " JOIN studies s ON s.study_id = t.study_id"
+                    " WHERE s.study_name = :study AND t.state = 'RUNNING'"
+                ),
+                {"study": STUDY},
+            ).all()
+    finally:
+        engine.dispose()
+    return now, {int(number): beat for number, beat in rows}
+
+
 @pytest.fixture
-def workers(
-    postgres_url: str, tmp_path: Path
-) -> Iterator[tuple[list[subprocess.Popen[str]], Path]]:
+def workers(postgres_url: str) -> Iterator[list[subprocess.Popen[str]]]:
     settings = StudySettings(
         space={},
         space_fingerprint="test",
@@ -125,12 +145,11 @@ def workers(
         study.set_user_attr(key, value)
     for slot in range(4):  # the trial budget as a queue, as rs-search start enqueues it
         study.enqueue_trial({}, user_attrs={"rs_slot": slot})
-    gates = tmp_path / "gates"
-    gates.mkdir()
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", WORKER, postgres_url, STUDY, str(gates)],
+            [sys.executable, "-c", WORKER, postgres_url, STUDY],
             cwd=ROOT,
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -138,23 +157,39 @@ def workers(
         for _ in range(2)
     ]
     try:
-        yield procs, gates
+        yield procs
     finally:
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate()
+            proc.wait()
+            for stream in (proc.stdin, proc.stderr):
+                if stream is not None:
+                    stream.close()
 
 
 @pytest.mark.slow
 def test_status_matches_the_study_during_a_search(
-    postgres_url: str, workers: tuple[list[subprocess.Popen[str]], Path]
+    postgres_url: str, workers: list[subprocess.Popen[str]]
 ) -> None:
-    procs, gates = workers
-    wait_for(lambda: len(list(gates.glob("running-*"))) == 2, "two workers to be training")
-    running = sorted(int(p.name.split("-")[1]) for p in gates.glob("running-*"))
-    pids = {int((gates / f"running-{n}").read_text()): n for n in running}
-    time.sleep(1.5)  # at least one heartbeat after the curve was written
+    from tests.search.conftest import OutputLines
+
+    procs = workers
+    pids: dict[int, int] = {}  # worker pid -> its trial
+    for proc in procs:
+        assert proc.stdout is not None
+        found = OutputLines(proc.stdout).wait_for(r"^running (\d+) (\d+)$", timeout=120)
+        pids[int(found[2])] = int(found[1])
+    running = sorted(pids.values())
+    # Each worker wrote its curve before its line: wait for a heartbeat of each running trial
+    # recorded after that (the database's clock on both sides).
+    written, _ = heartbeats(postgres_url)
+
+    def beat_since_written() -> bool:
+        _, beats = heartbeats(postgres_url)
+        return all(number in beats and beats[number] > written for number in running)
+
+    wait_for(beat_since_written, "a heartbeat of both running trials after their curves", 60)
 
     before = real_counts(postgres_url)
     status = status_json(postgres_url)
@@ -174,9 +209,10 @@ def test_status_matches_the_study_during_a_search(
 
     # One trial finishes: its worker leaves (one trial each), the other keeps training.
     done = running[0]
-    (gates / f"release-{done}").write_text("")
     finished_proc = next(p for p in procs if p.pid == next(k for k, v in pids.items() if v == done))
-    assert finished_proc.wait(timeout=60) == 0, finished_proc.communicate()
+    assert finished_proc.stdin is not None and finished_proc.stderr is not None
+    finished_proc.stdin.close()  # the release
+    assert finished_proc.wait(timeout=60) == 0, finished_proc.stderr.read()
     status = status_json(postgres_url)
     assert status["states"] == real_counts(postgres_url)
     assert status["states"] == {"RUNNING": 1, "WAITING": 2, "COMPLETE": 1, "PRUNED": 0, "FAIL": 0}
@@ -190,7 +226,12 @@ def test_status_matches_the_study_during_a_search(
     survivor = next(p for p in procs if p.poll() is None)
     os.kill(survivor.pid, signal.SIGKILL)
     survivor.wait(timeout=30)
-    time.sleep(GRACE + 1)
+
+    def stale() -> bool:
+        now, beats = heartbeats(postgres_url)
+        return (now - beats[running[1]]).total_seconds() > GRACE
+
+    wait_for(stale, f"trial {running[1]}'s heartbeat to be older than {GRACE} s", timeout=60)
     status = status_json(postgres_url)
     assert status["states"] == real_counts(postgres_url)
     assert status["states"]["RUNNING"] == 1
@@ -251,7 +292,7 @@ def test_study_status_eta_and_compute_from_records() -> None:
     """The pure step: ETA from the rate trials finished at, compute against the budget."""
     from datetime import timedelta
 
-    from rs_search.reports.records import study_records
+    from rs_search.study.read import study_records
     from tests.reports.factory import T0
 
     records = study_records(demo_study())
@@ -284,24 +325,29 @@ def test_study_status_eta_and_compute_from_records() -> None:
 
 @pytest.mark.slow
 def test_status_matches_a_real_search_paused_mid_run(postgres_url: str, tmp_path: Path) -> None:
-    """Two real ``rs-search worker`` processes train a micro study; each time a trial is running
+    """Two real ``rs-search worker`` processes train a micro study; twice, when a worker prints
+    the first step of a trial (its progress line, read from the workers' shared stderr pipe),
     both are frozen (SIGSTOP) so nothing moves while ``status`` and Optuna read the study, then
     thawed. Heartbeats every second with a 30 s grace keep a frozen worker live."""
-    from tests.search.conftest import cli, cli_env, make_study
+    from tests.search.conftest import OutputLines, cli, cli_env, make_study
 
     name = "real-live"
     make_study(postgres_url, tmp_path, name, trials=4, budget=2, eta=None, heartbeat=1, grace=30)
+    # One pipe for both workers' stderr: a line is one write of under PIPE_BUF bytes, so lines
+    # never interleave, and one reader sees whichever worker starts a trial first.
+    read_end, write_end = os.pipe()
     procs = [
         subprocess.Popen(
             cli("worker", "--study", name, "--device", "cpu", "--loader-workers", "0"),
             env=cli_env(postgres_url),
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=write_end,
         )
         for _ in range(2)
     ]
+    os.close(write_end)
+    output = OutputLines(os.fdopen(read_end, encoding="utf-8", errors="replace"))
     pids = {p.pid for p in procs}
 
     def snapshot() -> tuple[dict[str, int], dict[int, tuple[int, str | None]]]:
@@ -331,12 +377,10 @@ def test_status_matches_a_real_search_paused_mid_run(postgres_url: str, tmp_path
 
     checked_running = 0
     try:
-        deadline = time.monotonic() + 600
-        while any(p.poll() is None for p in procs) and time.monotonic() < deadline:
-            counts, _ = snapshot()
-            if counts["RUNNING"] == 0 or checked_running >= 2:
-                time.sleep(0.5)
-                continue
+        for _ in range(2):
+            # A trial's first step: it trains for the rest of its two epochs (16 steps, an
+            # evaluation, the curve) while the signals below are delivered.
+            output.wait_for(r"^epoch 1/2: step 1/8, ", timeout=600)
             live = [p for p in procs if p.poll() is None]
             for p in live:
                 p.send_signal(signal.SIGSTOP)
@@ -362,13 +406,13 @@ def test_status_matches_a_real_search_paused_mid_run(postgres_url: str, tmp_path
                     assert int(worker.rsplit(":", 1)[1]) in pids
             checked_running += counts["RUNNING"] > 0 and tagged
         for p in procs:
-            assert p.wait(timeout=600) == 0, p.communicate()[1][-2000:]
+            assert p.wait(timeout=600) == 0, output.text()[-2000:]
     finally:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGCONT)
                 p.kill()
-            p.communicate()
+                p.wait()
     assert checked_running >= 1, "never saw a running trial"
 
     final = status()

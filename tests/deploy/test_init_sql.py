@@ -14,8 +14,8 @@ from sqlalchemy.exc import DBAPIError
 from rs_search.cli.main import main
 from rs_search.errors import StorageError
 from rs_search.latency.cache import LatencyCache
-from rs_search.search.storage import open_storage
 from rs_search.storage import schema
+from rs_search.study.storage import Heartbeat, open_storage
 from tests.deploy.pgcluster import Cluster, private_cluster
 from tests.latency.conftest import T1, tiny
 
@@ -86,7 +86,7 @@ def test_roles_can_do_their_jobs_and_nothing_more(
     assert "rs-search schema: none -> " in capsys.readouterr().out
 
     # The worker runs a small study with heartbeats, attributes and the latency cache.
-    storage = open_storage(worker, heartbeat_interval=1, grace_period=3)
+    storage = open_storage(worker, heartbeat=Heartbeat(interval=1, grace=3))
     study = optuna.create_study(
         study_name="roles", storage=storage, directions=["maximize", "minimize"]
     )

@@ -180,12 +180,16 @@ def test_stochastic_depth_drops_samples_in_train_mode_only(stage_index: int) -> 
     nn.init.ones_(block.bn3.weight)  # a non-zero branch, so a kept branch is visible
     block.eval()
     block.drop_path.train()  # deterministic BN, random stochastic depth
-    branch: dict[str, torch.Tensor] = {}
-    assert block.se is not None
-    block.se.register_forward_hook(lambda _m, _i, out: branch.__setitem__("out", out.clone()))
+    bn3_out: dict[str, torch.Tensor] = {}
+    se = block.se
+    assert se is not None
+    # The block folds the drop mask into the SE gate, so the undropped branch is recomputed from
+    # the SE's input (the last BN's output).
+    se.register_forward_hook(lambda _m, inputs, _out: bn3_out.__setitem__("x", inputs[0].clone()))
     x = torch.rand(2000, block.conv1.in_channels, 2, 2)
     with torch.no_grad():
         out = block(x)
+        branch = {"out": se(bn3_out["x"])}
         dropped = torch.isclose(out, x).flatten(1).all(1)
         kept = torch.isclose(out, torch.relu(x + branch["out"] / (1 - p)), atol=1e-5)
         kept = kept.flatten(1).all(1)

@@ -17,8 +17,9 @@ from rs_search.reports.complexity import (
 )
 from rs_search.reports.curves import learning_data, proposals_data
 from rs_search.reports.front import hypervolume_data, pareto_data
-from rs_search.reports.records import compute_spent, study_records
 from rs_search.reports.scaling import scaling_data
+from rs_search.study.read import study_records
+from rs_search.study.record import compute_spent
 from tests.reports.factory import add_trial, demo_study, make_curve, new_study, small_arch
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -106,7 +107,8 @@ def test_pareto_data_marks_front_dominated_and_exported(records) -> None:  # typ
     front = {n for n, on in zip(panel.numbers, panel.on_front, strict=True) if on}
     assert front == {3, 4, 5}
     assert panel.rank[panel.numbers.index(0)] == 1  # dominated by #3 (same latency, better top-1)
-    assert panel.front_latency_ms == (2.0, 3.0, 6.0)
+    assert panel.cost_objective == "latency" and panel.cost_label == "latency (ms per batch)"
+    assert panel.front_cost == (2.0, 3.0, 6.0)
     assert panel.front_top1 == (48.0, 55.0, 58.0)
     assert "trial #3" in panel.hover[3] and "width 0.25" in panel.hover[3]
     assert "10 epochs" in panel.hover[3]
@@ -121,7 +123,7 @@ def test_pareto_data_adds_a_panel_per_other_profile(records) -> None:  # type: i
     assert [p.profile for p in data.panels] == ["cpu-fp32-b8", "gpu-bf16-b64"]
     gpu = data.panels[1]
     assert gpu.numbers == (0, 1, 3, 4)
-    assert gpu.latency_ms == (0.9, 0.5, 0.9, 0.5)
+    assert gpu.cost == (0.9, 0.5, 0.9, 0.5)
     assert {n for n, on in zip(gpu.numbers, gpu.on_front, strict=True) if on} == {4}
 
 
@@ -324,7 +326,7 @@ def test_a_waiting_proposal_shows_its_proposed_config() -> None:
     study = new_study()
     arch = small_arch((2, 2, 2, 2), 0.5, 48)
     candidate = {"arch": arch.to_dict(), "recipe": {"epochs": 10}}
-    # What selection.autoscale enqueues: origin, reason, source trial and the proposed candidate.
+    # What search.proposals enqueues: origin, reason, source trial and the proposed candidate.
     study.enqueue_trial(
         {},
         user_attrs={

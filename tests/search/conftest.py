@@ -8,17 +8,22 @@ stage and batch 128 (8 steps per epoch) so the suite fits a 2-core CPU.
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 import optuna
 
 DATA = Path(__file__).parent / "data"
 MICRO = DATA / "micro.yaml"
 TINY4 = DATA / "tiny4.yaml"
+# MICRO with batch 8: 128 steps per epoch, for tests that signal a worker inside an epoch.
+MICRO_STEPS = DATA / "micro_steps.yaml"
 
 
 def cli_env(storage: str | None = None, **extra: str) -> dict[str, str]:
@@ -53,6 +58,57 @@ def wait_for(
     raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
 
 
+class OutputLines:
+    """A process's output pipe, read line by line on a thread, so that a test can wait for the
+    line that marks an event (a blocking wait, with a timeout) and the process never stalls on
+    a full pipe. Keeps every line for the test's later assertions."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.lines: list[str] = []
+        self.closed = False
+        self._next = 0  # the first line the next ``wait_for`` looks at
+        self._changed = threading.Condition()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        for line in stream:
+            with self._changed:
+                self.lines.append(line)
+                self._changed.notify_all()
+        with self._changed:
+            self.closed = True
+            self._changed.notify_all()
+
+    def wait_for(self, pattern: str, *, timeout: float) -> re.Match[str]:
+        """The first line after the previous match that matches ``pattern`` (``re.search``)."""
+        regex = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                while self._next < len(self.lines):
+                    found = regex.search(self.lines[self._next])
+                    self._next += 1
+                    if found is not None:
+                        return found
+                left = deadline - time.monotonic()
+                if self.closed or left <= 0:
+                    why = "the output closed" if self.closed else f"timed out after {timeout:.0f}s"
+                    raise AssertionError(
+                        f"{why} before a line matched {pattern!r}; output:\n{self.text()}"
+                    )
+                self._changed.wait(left)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def all(self, *, timeout: float) -> str:
+        """Everything, once the process has closed its end of the pipe."""
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), f"output still open after {timeout:.0f}s"
+        return self.text()
+
+
 def load(study: str, storage: str) -> optuna.Study:
     """A plain Optuna view of the study (what optuna-dashboard does)."""
     return optuna.load_study(study_name=study, storage=storage)
@@ -76,7 +132,8 @@ def make_study(
     Returns the artifact directory. Short heartbeats (1 s / 3 s) make a dead worker's trial stale
     quickly; production uses 30 s / 120 s."""
     from rs_search.search.launch import plan_start
-    from rs_search.search.study import create_or_resume, enqueue_work
+    from rs_search.search.study import create_or_resume
+    from rs_search.study.queue import enqueue_work
 
     art = tmp / "art"
     plan = plan_start(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import optuna
 import pytest
 
-from rs_search.search.storage import study_names
+from rs_search.study.storage import study_names
 from tests.search.conftest import MICRO, TINY4, cli_env, run_cli
 
 pytestmark = pytest.mark.postgres

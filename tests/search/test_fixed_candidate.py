@@ -8,11 +8,12 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-from rs_search.search import attrs
-from rs_search.search.settings import StudySettings
-from rs_search.selection.autoscale import ORIGIN, enqueue_proposals
+from rs_search.search.proposals import enqueue_proposals
 from rs_search.selection.scaling import Proposal
 from rs_search.specs import ArchSpec, Candidate, RecipeSpec
+from rs_search.study import attrs
+from rs_search.study.attrs import ORIGIN
+from rs_search.study.settings import StudySettings
 from tests.search.conftest import cli_env, make_study, run_cli
 
 

@@ -7,19 +7,25 @@ from pathlib import Path
 import pytest
 
 from rs_search.search import halving
+from rs_search.study.record import TrialRecord
+from rs_search.study.settings import rung_epochs
+
+
+def record(**fields: object) -> TrialRecord:
+    return TrialRecord(number=0, state="RUNNING", **fields)  # type: ignore[arg-type]
 
 
 def test_rungs_are_budget_over_powers_of_eta():
-    assert halving.rung_epochs(12, eta=3) == (1, 4)
-    assert halving.rung_epochs(9, eta=3) == (1, 3)
-    assert halving.rung_epochs(350, eta=3, min_rung=13) == (13, 39, 117)
-    assert halving.rung_epochs(100, eta=2, min_rung=10) == (12, 25, 50)
-    assert halving.rung_epochs(1, eta=3) == ()
+    assert rung_epochs(12, eta=3) == (1, 4)
+    assert rung_epochs(9, eta=3) == (1, 3)
+    assert rung_epochs(350, eta=3, min_rung=13) == (13, 39, 117)
+    assert rung_epochs(100, eta=2, min_rung=10) == (12, 25, 50)
+    assert rung_epochs(1, eta=3) == ()
     assert halving.default_min_rung(350, eta=3) == 13
     assert halving.default_min_rung(12, eta=3) == 1
     # past the LR warm-up: no rung judges trials that have not reached the peak LR
     assert halving.default_min_rung(12, eta=3, warmup_epochs=1) == 2
-    assert halving.rung_epochs(12, eta=3, min_rung=2) == (4,)
+    assert rung_epochs(12, eta=3, min_rung=2) == (4,)
     assert halving.default_min_rung(350, eta=3, warmup_epochs=5) == 13
     assert halving.default_min_rung(30, eta=3, warmup_epochs=5) == 6
 
@@ -46,7 +52,7 @@ def test_a_study_s_default_lowest_rung_clears_its_space_s_longest_warmup():
     given = {**common, "min_rung": 1}
     assert settings_from_space(quickstart, budget_epochs=12, **given).rungs == (1, 4)
     with pytest.raises(ValueError):
-        halving.rung_epochs(12, eta=1)
+        rung_epochs(12, eta=1)
 
 
 def test_expected_epochs():
@@ -92,7 +98,7 @@ def test_a_seed_is_never_pruned_but_keeps_its_place():
     field = [[99.0, 3.0], [98.0, 3.5], [97.0, 4.0]]  # the first dominates the other two
     d = halving.decide(field, 2, directions=("maximize", "minimize"), eta=3, epoch=4)
     assert not d.keep and d.rank == 2
-    s = halving.exempt(d, halving.exemption({"seed_name": "small"}) or "")
+    s = halving.exempt(d, halving.exemption(record(seed_name="small", origin="seed")) or "")
     assert s.keep and (s.position, s.rank, s.kept) == (d.position, d.rank, d.kept)
     assert s.reason().endswith("continues (a seed trains to the full budget)")
     assert s.to_dict()["exempt"] == "a seed trains to the full budget"
@@ -129,7 +135,7 @@ def test_the_estimate_counts_seeds_at_the_full_budget():
 def test_a_rule_proposal_is_never_pruned():
     field = [[99.0, 3.0], [98.0, 3.5], [97.0, 4.0]]
     d = halving.decide(field, 2, directions=("maximize", "minimize"), eta=3, epoch=4)
-    r = halving.exempt(d, halving.exemption({"origin": "rule:depth"}) or "")
-    assert halving.exemption({}) is None  # a sampler trial may be pruned
+    r = halving.exempt(d, halving.exemption(record(origin="rule:depth")) or "")
+    assert halving.exemption(record()) is None  # a sampler trial may be pruned
     assert not d.keep and r.keep and r.position == d.position
     assert r.reason().endswith("continues (a scaling rule's proposal trains to the full budget)")

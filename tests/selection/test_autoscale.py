@@ -1,4 +1,5 @@
-"""The rules against a real study: ``rs-search propose`` / ``scale``, enqueuing, the worker hook.
+"""The rules against a real study: ``rs-search propose`` / ``scale``, enqueuing, the worker hook
+(``rs_search.search.proposals`` driving the pure ``rs_search.selection``).
 
 Studies are built with Optuna directly (SQLite and PostgreSQL) with the settings ``rs-search
 start`` stores; trials are created or run through ``study.ask``/``tell`` with the space's real
@@ -15,21 +16,20 @@ import pytest
 from optuna.trial import TrialState, create_trial
 
 from rs_search.cli.main import main
-from rs_search.search import attrs
-from rs_search.search.settings import StudySettings, settings_from_space
-from rs_search.search.study import enqueue_work
-from rs_search.selection.autoscale import (
-    ORIGIN,
-    PROPOSAL,
-    REASON,
-    SOURCE_TRIAL,
+from rs_search.search.proposals import (
     AutoScale,
     enqueue_proposals,
     maybe_auto_scale,
     propose_for_study,
 )
+from rs_search.search.settings import settings_from_space
 from rs_search.space import SearchSpace, load_space
 from rs_search.specs import Candidate
+from rs_search.study import attrs
+from rs_search.study.attrs import ORIGIN, PROPOSAL, REASON, SOURCE_TRIAL
+from rs_search.study.queue import enqueue_work
+from rs_search.study.record import TrialRecord, trial_record
+from rs_search.study.settings import StudySettings
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
 RULES_SPACE = Path(__file__).parent / "data" / "rules.yaml"  # the first quickstart, frozen
@@ -97,6 +97,11 @@ def run_trial(
     trial.set_user_attr(attrs.CURVE, curve(top1, gap=gap))
     study.tell(trial, [top1, latency])
     return study.get_trials(deepcopy=False)[trial.number]
+
+
+def record(trial: optuna.trial.FrozenTrial) -> TrialRecord:
+    """What the worker's hook receives after a trial (``study.queue.after_each_trial``)."""
+    return trial_record(trial, ("accuracy", "latency"))
 
 
 def add_trial(
@@ -200,7 +205,7 @@ def test_auto_scale_alternates_with_the_sampler_inside_the_trial_budget(storage:
     hook = AutoScale(settings=settings, echo=echoed.append)  # the study's engine for the cache
     # seeds 0..2 run first (the queue is FIFO); each sampler/seed trial may trigger a proposal
     first = run_trial(study, space, top1=80.0, latency=1.0, gap=9.0)
-    hook(study, first)
+    hook(study, record(first))
     rules = [t for t in study.get_trials() if t.user_attrs.get(ORIGIN)]
     assert len(rules) == 1 and rules[0].state == TrialState.WAITING
     assert rules[0].number == 3  # took over the first empty budget slot, not a new trial
@@ -210,14 +215,14 @@ def test_auto_scale_alternates_with_the_sampler_inside_the_trial_budget(storage:
 
     second = run_trial(study, space, top1=85.0, latency=1.5, gap=9.0)
     # a rule trial is already waiting: nothing more
-    assert maybe_auto_scale(study, second, settings=settings) == []
+    assert maybe_auto_scale(study, record(second), settings=settings) == []
     run_trial(study, space, top1=88.0, latency=2.5, gap=9.0)  # seed 2
     ruled = run_trial(study, space, top1=91.0, latency=2.0, gap=1.0)  # the rule trial (slot 3)
     assert ruled.number == 3 and ruled.user_attrs[ORIGIN] == "rule:depth"
     # rule trials do not feed themselves
-    assert maybe_auto_scale(study, ruled, settings=settings) == []
+    assert maybe_auto_scale(study, record(ruled), settings=settings) == []
     after = run_trial(study, space, top1=70.0, latency=0.5, gap=0.0)  # sampler, slot 4
-    made = maybe_auto_scale(study, after, settings=settings)
+    made = maybe_auto_scale(study, record(after), settings=settings)
     assert [e.trial_number for e in made] == [5] and made[0].how == "slot"
     last = study.get_trials()[5]
     assert last.state == TrialState.WAITING and last.user_attrs[ORIGIN].startswith("rule:")
@@ -229,7 +234,7 @@ def test_auto_scale_alternates_with_the_sampler_inside_the_trial_budget(storage:
     final = run_trial(study, space, top1=92.0, latency=2.2, gap=1.0)
     assert final.number == 5 and final.user_attrs[REASON] == last.user_attrs[REASON]
     # budget spent: no slot left, nothing more is enqueued
-    assert maybe_auto_scale(study, after, settings=settings) == []
+    assert maybe_auto_scale(study, record(after), settings=settings) == []
     assert len(study.get_trials()) == 6
 
 

@@ -19,7 +19,6 @@ from rs_search.selection.scaling import (
     DEPTH_LADDER,
     FAMILY_RESOLUTION,
     Cost,
-    Limits,
     Proposal,
     RuleSettings,
     TrialView,
@@ -34,7 +33,9 @@ from rs_search.selection.scaling import (
     scaled_family,
     weight_decay_for,
 )
+from rs_search.space import Constraints
 from rs_search.specs import NAMED_LAYOUTS, ArchSpec, Candidate, RecipeSpec
+from rs_search.study.record import trial_record
 
 PUBLISHED = {
     (50, 160): (0.25, 0.0, 10),
@@ -350,7 +351,7 @@ def test_proposal_over_the_latency_limit_is_dropped_with_its_reason() -> None:
         view(depth=152, resolution=256, budget=350, number=3),  # -> 200: 6.6 ms
         view(depth=50, budget=350, number=4),
     ]  # -> 101: 3.3 ms
-    result = propose(views, n=1, limits=Limits(max_latency_ms=5.0), cost_fn=cost)
+    result = propose(views, n=1, limits=Constraints(max_latency_ms=5.0), cost_fn=cost)
     assert [p.source_trial for p in result.proposals] == [4]  # the next source fills the slot
     kept = result.proposals[0].cost
     assert kept is not None and kept.source == "test model"
@@ -363,7 +364,7 @@ def test_proposal_over_the_latency_limit_is_dropped_with_its_reason() -> None:
 
 def test_memory_and_params_limits_and_unknown_costs() -> None:
     views = [view(depth=50, budget=350)]
-    limits = Limits.from_mapping({"max_memory_mb": 100, "max_params_m": 50})
+    limits = Constraints(max_memory_mb=100, max_params_m=50)
     heavy = propose(views, limits=limits, cost_fn=lambda p: Cost(memory_mb=120.0, params_m=63.6))
     assert heavy.proposals == ()
     assert heavy.dropped[0].reason == (
@@ -466,7 +467,7 @@ def test_out_of_space_depth_when_the_space_has_no_deeper_layout() -> None:
 # -- trials ------------------------------------------------------------------------------------
 
 
-def test_trial_view_from_an_optuna_trial() -> None:
+def test_trial_view_from_a_trial_record() -> None:
     cand = Candidate(
         arch=ArchSpec(layout=(1, 1, 1, 1), width=0.25, resolution=32), recipe=RecipeSpec(epochs=5)
     )
@@ -474,7 +475,14 @@ def test_trial_view_from_an_optuna_trial() -> None:
     trial = optuna.trial.create_trial(
         values=[91.0, 3.5], user_attrs={"candidate": cand.to_dict(), "curve": rows}
     )
-    v = TrialView.from_trial(trial, budget=5)
+    objectives = ("accuracy", "latency")
+    v = TrialView.from_record(trial_record(trial, objectives), budget=5, objectives=objectives)
     assert v is not None
     assert v.candidate == cand and v.values == (91.0, 3.5) and list(v.curve) == rows
-    assert TrialView.from_trial(optuna.trial.create_trial(values=[1.0, 1.0]), budget=5) is None
+    # the view takes the values in the order it is asked for, by name
+    flipped = TrialView.from_record(
+        trial_record(trial, objectives), budget=5, objectives=("latency", "accuracy")
+    )
+    assert flipped is not None and flipped.values == (3.5, 91.0)
+    bare = trial_record(optuna.trial.create_trial(values=[1.0, 1.0]), objectives)
+    assert TrialView.from_record(bare, budget=5, objectives=objectives) is None

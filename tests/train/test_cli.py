@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +17,7 @@ import torch
 from rs_search.cli.main import main
 from rs_search.train.checkpoint import checkpoint_paths
 from rs_search.train.engine import TrainResult
+from tests.search.conftest import OutputLines
 
 from .conftest import (
     candidate,
@@ -41,8 +42,13 @@ def run_main(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, s
     return code, out, err
 
 
+# A plain progress line of the training (rs_search.train.progress): output of the run before
+# the error, not part of it.
+PROGRESS_LINE = re.compile(r"^epoch \d+/\d+: step \d+/\d+, ")
+
+
 def assert_one_line_error(err: str, expected: str) -> None:
-    lines = error_lines(err)
+    lines = [line for line in error_lines(err) if not PROGRESS_LINE.match(line)]
     assert len(lines) == 1, err
     assert lines[0].startswith("error: ") and expected in lines[0], lines[0]
     assert "Traceback" not in err
@@ -194,6 +200,13 @@ def test_nan_in_a_torchrun_group_exits_3_with_one_line(tmp_path: Path) -> None:
 
 # ---------------------------------------------------------------------------- kill -9, resume
 
+# The plain progress line of epoch 2's first step (of 16: 1,024 synthetic images, batch 64) on
+# the CLI's stderr: the signal tests send their signal when they read it, with no sleeps. The
+# engine polls the stop flag after every step on CPU, and at 96 px the other 15 steps of the
+# epoch take seconds on a 2-core CPU, so the run is caught mid-epoch 2 however loaded the
+# machine (the signal arrives in microseconds; in practice it is seen after step 2).
+EPOCH_2_STARTED = r"^epoch 2/3: step 1/16, "
+
 
 @pytest.mark.slow
 def test_kill_9_during_epoch_2_then_resume_continues_at_epoch_2(
@@ -201,8 +214,6 @@ def test_kill_9_during_epoch_2_then_resume_continues_at_epoch_2(
 ) -> None:
     """A real ``rs-search train`` process is killed (SIGKILL, with its loader processes) during
     epoch 2; ``--resume`` (run in this process) continues at epoch 2 and finishes."""
-    # 96 px: an epoch lasts seconds even on a fast host (at 16 px it took 0.6 s here and the
-    # signal sent 1 s after epoch 1 arrived after the run had finished)
     cand = candidate(arch={"resolution": 96}, recipe={"epochs": 3, "randaug_layers": 0})
     config = write_candidate(tmp_path / "c.yaml", cand)
     out = tmp_path / "run"
@@ -222,23 +233,19 @@ def test_kill_9_during_epoch_2_then_resume_continues_at_epoch_2(
         [*rs_search_cmd(), *args],
         cwd=tmp_path,
         env=subprocess_env(),
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 240
-        while not (metrics.exists() and json.loads(metrics.read_text())["epochs_done"] == 1):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "epoch 1 never finished"
-            time.sleep(0.1)
-        time.sleep(1.0)  # well inside epoch 2 (an epoch takes several seconds)
+        assert proc.stderr is not None
+        OutputLines(proc.stderr).wait_for(EPOCH_2_STARTED, timeout=240)
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its DataLoader workers, like a lost node
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        proc.wait()
     before = json.loads(metrics.read_text())
     assert before["epochs_done"] == 1
     assert [p.name for p in checkpoint_paths(out)] == ["ckpt-0001-000000.pt"]
@@ -259,8 +266,6 @@ def test_kill_9_during_epoch_2_then_resume_continues_at_epoch_2(
 def test_sigterm_checkpoints_mid_epoch_and_exits_0(tmp_path: Path) -> None:
     """SIGTERM to the whole process group (as Slurm sends it, loader processes included): the
     run saves a mid-epoch checkpoint, says how to continue, and exits 0."""
-    # 96 px: an epoch lasts seconds even on a fast host (at 16 px it took 0.6 s here and the
-    # signal sent 1 s after epoch 1 arrived after the run had finished)
     cand = candidate(arch={"resolution": 96}, recipe={"epochs": 3, "randaug_layers": 0})
     config = write_candidate(tmp_path / "c.yaml", cand)
     out = tmp_path / "run"
@@ -281,24 +286,22 @@ def test_sigterm_checkpoints_mid_epoch_and_exits_0(tmp_path: Path) -> None:
         ],
         cwd=tmp_path,
         env=subprocess_env(),
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,
     )
     try:
-        deadline = time.monotonic() + 240
-        while not (out / "metrics.json").exists():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "epoch 1 never finished"
-            time.sleep(0.1)
-        time.sleep(1.0)
+        assert proc.stderr is not None
+        output = OutputLines(proc.stderr)
+        output.wait_for(EPOCH_2_STARTED, timeout=240)
         os.killpg(proc.pid, signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
+        proc.wait(timeout=120)
+        stderr = output.all(timeout=30)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+            proc.wait()
     assert proc.returncode == 0, stderr
     lines = error_lines(stderr)
     assert lines[-1].startswith("interrupted: stopped at epoch 2 step "), stderr
@@ -315,9 +318,17 @@ def test_torchrun_two_processes_match_one(
     tmp_path: Path,
     digits_run: tuple[TrainResult, Path],
 ) -> None:
-    """``torchrun --nproc_per_node=2`` (gloo) with the same global batch ends within 1 point of
-    the single-process run. The shuffle and each image's augmentation are seeded the same way
-    for any world size, so the two runs differ only in per-rank BN batch statistics."""
+    """``torchrun --nproc_per_node=2`` (gloo) with the same global batch trains as well as one
+    process: a loose sanity bound (3 points) on the end-to-end path (launcher, group, sharded
+    evaluation, metrics.json, rank 0's summary), not an equivalence check.
+
+    The two runs differ by design: BN statistics are per rank (each rank normalises with its
+    half of the batch; one process with the whole batch), so their weights drift apart step by
+    step and the final top-1 differs by chance: 0.55-1.11 points on the development machine,
+    1.11 on an Intel Xeon 2-vCPU machine where a 1-point bound failed (issue 10). What DDP must
+    guarantee exactly (the same shards, the same averaged gradients and steps) is checked to
+    float tolerance in ``test_ddp_equivalence.py``; 3 points still catches a group that trains
+    or evaluates badly (the single run reaches 99.4%)."""
     single, _ = digits_run
     config = write_candidate(tmp_path / "digits.yaml", digits_candidate())
     out = tmp_path / "ddp"
@@ -353,5 +364,5 @@ def test_torchrun_two_processes_match_one(
     assert payload["world_size"] == 2 and payload["finished"] is True
     ddp_top1 = payload["curve"][-1]["val_top1"]
     single_top1 = single.curve[-1].val_top1
-    assert abs(ddp_top1 - single_top1) <= 1.0, (ddp_top1, single_top1)
+    assert abs(ddp_top1 - single_top1) <= 3.0, (ddp_top1, single_top1)
     assert proc.stdout.count("done: 5/5 epochs") == 1  # rank 0 only prints the summary

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import optuna
 
-from rs_search.reports.study_info import DEFAULT_GRACE_S, study_info
-from rs_search.search.settings import StudySettings
+from rs_search.study.read import DEFAULT_GRACE_S, study_info
+from rs_search.study.settings import StudySettings
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -55,6 +55,17 @@ def test_flat_attributes_are_read_tolerantly() -> None:
     study.set_metric_names(["top1", "latency_ms"])
     info = study_info(study)
     assert (info.budget_epochs, info.trial_budget, info.target) == (100, 8, "gpu-bf16-b64")
-    assert info.objectives == ("top1", "latency_ms")
+    assert info.objectives == ("accuracy", "latency")  # our names for the values it names
     study.set_user_attr("budget", "lots")  # unreadable: unknown, not an error
     assert study_info(study).budget_epochs is None
+
+
+def test_a_plain_study_names_its_objectives_or_takes_the_contract_order() -> None:
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    study.set_user_attr("objectives", ["accuracy", "memory"])
+    info = study_info(study)
+    assert info.objectives == ("accuracy", "memory")
+    assert info.directions == ("maximize", "minimize")
+    unnamed = optuna.create_study(directions=["maximize", "minimize"])
+    unnamed.set_metric_names(["score", "cost"])  # not ours: the study contract's order
+    assert study_info(unnamed).objectives == ("accuracy", "latency")
