@@ -27,7 +27,9 @@ def test_digits_reaches_the_bar(digits_run: tuple[TrainResult, Path]) -> None:
     assert result.epochs_done == DIGITS_RECIPE["epochs"] and not result.stopped_early
     first, last = result.curve[0], result.curve[-1]
     assert last.val_top1 >= DIGITS_BAR, [m.val_top1 for m in result.curve]
-    assert last.val_top1 > first.val_top1 + 20  # it learned during the run
+    # It learned during the run. Epoch 1 already reads ~90% (BN statistics recomputed for its
+    # weights; the stale running statistics used to read far lower), so the loss shows it.
+    assert last.val_top1 > first.val_top1 and last.val_loss < first.val_loss - 0.1
 
 
 @pytest.mark.slow
