@@ -3,8 +3,9 @@
 
 Every source returns a :class:`DataSource`: a train and a val ``Dataset`` that yield
 ``(uint8 image (C, R, R), label)`` with the recipe's per-image augmentation already applied
-(:mod:`rs_search.train.augment`), the number of classes, how many images each split has, and the
-per-channel mean and std that the engine normalises with on the device
+(:mod:`rs_search.train.augment`), the training split again preprocessed like validation (the
+train accuracy measured like validation reads it), the number of classes, how many images each
+split has, and the per-channel mean and std that the engine normalises with on the device
 (:class:`rs_search.train.step.DeviceNormalize`). uint8 batches are a quarter of float32 ones in
 the loader processes' shared memory and in every host copy (issue 14: float32 batches of the
 paper's space needed ~20 GB of shared memory per worker at 160 px).
@@ -14,6 +15,7 @@ offline and absent CIFAR) is a :class:`~rs_search.errors.DataError` with one lin
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 import shlex
@@ -47,11 +49,16 @@ Transform = Callable[[Any], torch.Tensor]
 
 @dataclass(frozen=True, kw_only=True)
 class DataSource:
-    """A train and a val split, ready for a DataLoader (uint8 images, augmented per item)."""
+    """A train and a val split, ready for a DataLoader (uint8 images, augmented per item).
+
+    ``train_eval`` holds the images of ``train``, in the same order, with the eval transform
+    (no augmentation): what the engine measures train accuracy on, like validation.
+    """
 
     name: str
     train: Dataset[tuple[torch.Tensor, int]]
     val: Dataset[tuple[torch.Tensor, int]]
+    train_eval: Dataset[tuple[torch.Tensor, int]]
     num_classes: int
     train_size: int
     val_size: int
@@ -149,10 +156,12 @@ def _digits(arch: ArchSpec, train_tf: Transform, val_tf: Transform) -> DataSourc
         size = [arch.resolution, arch.resolution]
         return F.resize(x, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
 
+    train_images = upscale(x_train)
     return DataSource(
         name="digits",
-        train=TensorImages(upscale(x_train), y_train, train_tf, channels=arch.in_channels),
+        train=TensorImages(train_images, y_train, train_tf, channels=arch.in_channels),
         val=TensorImages(upscale(x_val), y_val, val_tf, channels=arch.in_channels),
+        train_eval=TensorImages(train_images, y_train, val_tf, channels=arch.in_channels),
         num_classes=10,
         train_size=len(y_train),
         val_size=len(y_val),
@@ -206,6 +215,7 @@ def _synthetic(classes: int, arch: ArchSpec, train_tf: Transform, val_tf: Transf
         name=f"synthetic:{classes}",
         train=SyntheticImages(size=1024, transform=train_tf, offset=0, **common),
         val=SyntheticImages(size=256, transform=val_tf, offset=1_000_000, **common),
+        train_eval=SyntheticImages(size=1024, transform=val_tf, offset=0, **common),
         num_classes=classes,
         train_size=1024,
         val_size=256,
@@ -321,10 +331,21 @@ def _imagefolder(path: str, arch: ArchSpec, train_tf: Transform, val_tf: Transfo
         name=f"imagefolder:{path}",
         train=train,
         val=val,
+        train_eval=with_transform(train, val_tf),
         num_classes=len(train.classes),
         train_size=len(train),
         val_size=len(val),
     )
+
+
+def with_transform(dataset: Any, transform: Transform) -> Any:
+    """A shallow copy of a torchvision dataset with another per-item ``transform``: the same
+    files (or arrays) in the same order, without scanning or loading them again (a second scan of
+    an ImageNet-sized train folder takes tens of seconds). ``DatasetFolder`` and the CIFAR
+    datasets apply ``self.transform`` in ``__getitem__``."""
+    clone = copy.copy(dataset)
+    clone.transform = transform
+    return clone
 
 
 def _is_image(path: str) -> bool:
@@ -377,6 +398,7 @@ def _cifar(
         name=f"{kind}:{path}",
         train=train,
         val=val,
+        train_eval=with_transform(train, _ConvertThen(mode, val_tf)),
         num_classes=len(train.classes),
         train_size=len(train),
         val_size=len(val),
