@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rs_search import __version__
 from rs_search.bench.grid import draw_grid
@@ -47,7 +47,11 @@ from rs_search.bench.table import (
 )
 from rs_search.errors import CandidateOutOfMemory, RsSearchError, TrainingDiverged
 from rs_search.space import SearchSpace
-from rs_search.specs import Candidate
+from rs_search.specs import ArchSpec, Candidate
+
+if TYPE_CHECKING:
+    from rs_search.latency.result import LatencyResult
+    from rs_search.latency.window import Protocol as LatencyProtocol
 
 __all__ = [
     "BuildListener",
@@ -179,28 +183,43 @@ def build_table(
     storage: str | None = None,
     listener: BuildListener | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    protocol: LatencyProtocol | None = None,
 ) -> Table:
     """Train, measure and record every pending candidate of ``table``, writing ``out`` after each
     (call it inside ``table_lock``). Returns the finished table. ``should_stop`` (polled
     between steps) checkpoints the running candidate and raises ``TableInterrupted``; rerunning
     continues it."""
+    import torch
+
+    from rs_search.latency.backends import measuring_device
     from rs_search.latency.cache import LatencyCache
     from rs_search.latency.profiles import HardwareProfile
+    from rs_search.latency.window import DEFAULT_PROTOCOL
 
     listener = listener or _Silent()
     profile = HardwareProfile.from_dict(dict(table.header.profile))
-    if profile.device_type == "cuda":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise RsSearchError(
-                f"the space's target profile {profile.name} runs on CUDA and this machine has "
-                "none: build the table on the target hardware"
-            )
+    # The target is timed on this machine's device of its type (the training device's GPU for a
+    # CUDA target, as a search worker does), never on a GPU another process may be training on.
+    timing_device = measuring_device(profile, device, has_cuda=torch.cuda.is_available())
+    if timing_device is None:
+        raise RsSearchError(
+            f"the space's target profile {profile.name} runs on CUDA and this machine (or "
+            f"--device {device}) has none: build the table on the target hardware"
+        )
     work.mkdir(parents=True, exist_ok=True)
     clock = _Clock(base=dict(table.header.seconds), started=time.monotonic())
     write_table(out, _stamped(table, clock))
     cache = LatencyCache(storage or f"sqlite:///{(work / LATENCY_DB).resolve()}")
+
+    def measure(arch: ArchSpec) -> LatencyResult:
+        return cache.get_or_measure(
+            arch,
+            profile,
+            device=timing_device,
+            protocol=protocol or DEFAULT_PROTOCOL,
+            stop=should_stop,
+        )
+
     try:
         pending = [e for e in table.entries if e.status == "pending"]
         for position, entry in enumerate(pending, start=1):
@@ -210,8 +229,7 @@ def build_table(
             done = _one(
                 entry,
                 header=table.header,
-                profile=profile,
-                cache=cache,
+                measure=measure,
                 folder=work / entry.key,
                 device=device,
                 clock=clock,
@@ -286,8 +304,7 @@ def _one(
     entry: Entry,
     *,
     header: Header,
-    profile: Any,
-    cache: Any,
+    measure: Callable[[ArchSpec], LatencyResult],
     folder: Path,
     device: str,
     clock: _Clock,
@@ -302,7 +319,12 @@ def _one(
     size = complexity(arch)
     entry = replace(entry, params=size.params, flops=size.flops)
     started = time.monotonic()
-    figure = cache.get_or_measure(arch, profile)
+    try:
+        figure = measure(arch)
+    except TrialInterrupted:
+        raise TableInterrupted(
+            f"stopped while timing {entry.label}; run the same command again to continue"
+        ) from None
     clock.latency += time.monotonic() - started
     if figure.status != "ok" or figure.median_ms is None:
         why = figure.error or ("does not fit" if figure.status == "oom" else figure.status)

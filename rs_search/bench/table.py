@@ -72,9 +72,11 @@ CURVE_FIELDS: tuple[str, ...] = (
     "val_loss",
     "train_loss",
     "train_top1",
+    "train_eval_top1",
+    "train_eval_loss",
     "epoch_seconds",
 )
-_PERCENT_FIELDS = ("val_top1", "val_top1_raw", "train_top1")
+_PERCENT_FIELDS = ("val_top1", "val_top1_raw", "train_top1", "train_eval_top1")
 Status = Literal["pending", "done", "failed"]
 STATUSES: tuple[str, ...] = ("pending", "done", "failed")
 _KEY = re.compile(r"^[0-9a-f]{16}$")
@@ -98,6 +100,10 @@ class Curve:
     val_loss: tuple[float, ...]
     train_loss: tuple[float, ...]
     train_top1: tuple[float, ...]
+    # train top-1 and loss measured like validation (eval mode, no augmentation, a fixed train
+    # subset: ``EpochMetrics.train_eval_*``), the train/val gap the scaling rules read
+    train_eval_top1: tuple[float, ...]
+    train_eval_loss: tuple[float, ...]
     epoch_seconds: tuple[float, ...]
 
     def __len__(self) -> int:

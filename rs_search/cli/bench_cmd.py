@@ -137,6 +137,8 @@ def _build(
     """``build_table`` with a progress display; SIGINT/SIGTERM ask it to checkpoint and stop."""
     from rs_search.bench.build import build_table, default_work_dir
     from rs_search.cli.progress import progress
+    from rs_search.env import Environment
+    from rs_search.latency.window import protocol_for
 
     epochs = table.header.budget_epochs
     pending = sum(e.status == "pending" for e in table.entries)
@@ -152,6 +154,7 @@ def _build(
                 storage=storage,
                 listener=_Listener(bar, epochs),
                 should_stop=stop.is_set,
+                protocol=protocol_for(Environment.from_environ()),
             )
     finally:
         for sig, handler in previous.items():
