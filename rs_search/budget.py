@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from rs_search.errors import BudgetError
+from rs_search.specs import MAX_EPOCHS
 
 # unit spelling -> canonical unit; one canonical unit today, the table leaves room for "steps".
 UNITS: dict[str, str] = {"epochs": "epochs", "epoch": "epochs", "ep": "epochs"}
@@ -55,9 +56,16 @@ def parse_budget(text: str) -> Budget:
             f"budget {text!r}: {number} is not a whole number of {UNITS[unit]}; "
             f"units: {_units_help()}"
         )
-    value = int(number)
-    if value < 1:
+    digits = number.lstrip("+-").lstrip("0")
+    if number.startswith("-") or not digits:
         raise BudgetError(
             f"budget {text!r}: must be at least 1 {UNITS[unit].rstrip('s')}; units: {_units_help()}"
         )
+    # Compared as text first: int() refuses more than 4300 digits with a ValueError.
+    if len(digits) > len(str(MAX_EPOCHS)) or int(digits) > MAX_EPOCHS:
+        raise BudgetError(
+            f"budget {text!r}: at most {MAX_EPOCHS} epochs (project heuristic; the paper's longest "
+            "schedule is 350)"
+        )
+    value = int(digits)
     return Budget(epochs=value)

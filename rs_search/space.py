@@ -57,7 +57,15 @@ import yaml
 
 from rs_search.devices import allowed, is_device
 from rs_search.errors import SpaceError, SpecError
-from rs_search.specs import NAMED_LAYOUTS, ArchSpec, Candidate, RecipeSpec, layout_for, layout_label
+from rs_search.specs import (
+    MAX_BATCH_SIZE,
+    NAMED_LAYOUTS,
+    ArchSpec,
+    Candidate,
+    RecipeSpec,
+    layout_for,
+    layout_label,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -119,6 +127,10 @@ OBJECTIVES: dict[str, Direction] = {
 }
 CONSTRAINTS: tuple[str, ...] = ("max_latency_ms", "max_memory_mb", "max_params_m")
 DTYPES: tuple[str, ...] = ("fp32", "bf16", "fp16")
+# A project heuristic: a categorical choice longer than this is a range written out (or a typo),
+# and checking a list for repeats costs its length squared.
+MAX_CHOICES = 1000
+MAX_THREADS = 4096  # a target's CPU threads: more than the largest servers have cores
 
 
 class _Invalid(Exception):
@@ -897,6 +909,12 @@ def _parse_domain(raw: Any, section: Section, key: str, kind: Kind, path: str) -
 def _choices(values: list[Any], path: str) -> Domain:
     if not values:
         raise _Invalid(path, "empty list of choices; give at least one value (one value = fixed)")
+    if len(values) > MAX_CHOICES:
+        raise _Invalid(
+            path,
+            f"{len(values)} choices; allowed: at most {MAX_CHOICES} (project heuristic; "
+            "for more values give a range {low, high, step})",
+        )
     for i, v in enumerate(values):
         if v in values[:i]:
             raise _Invalid(f"{path}[{i}]", f"{_fmt(v)} is listed twice; each choice once")
@@ -1118,9 +1136,14 @@ def _parse_target(raw: Any) -> TargetSpec:
         raise _Invalid("target.mode", f"{values['mode']!r}; allowed: {', '.join(_TARGET_MODES)}")
     if values.get("dtype", "fp32") not in DTYPES:
         raise _Invalid("target.dtype", f"{values['dtype']!r}; allowed: {', '.join(DTYPES)}")
-    for key in ("batch_size", "threads"):
+    for key, most in (("batch_size", MAX_BATCH_SIZE), ("threads", MAX_THREADS)):
         if key in values and values[key] < 1:
             raise _Invalid(f"target.{key}", f"{values[key]} must be >= 1")
+        if key in values and values[key] > most:
+            raise _Invalid(
+                f"target.{key}",
+                f"{values[key]} is too large; allowed: 1..{most} (project heuristic)",
+            )
     if "name" not in values:
         dtype, batch = values.get("dtype", "fp32"), values.get("batch_size", 1)
         values["name"] = f"{device.replace(':', '')}-{dtype}-b{batch}"

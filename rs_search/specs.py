@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -32,6 +33,18 @@ NAMED_LAYOUTS: dict[int, tuple[int, int, int, int]] = {
     350: (4, 36, 72, 4),
     420: (4, 44, 87, 4),
 }
+
+# Upper bounds. The paper gives none: these are project heuristics, generous for real use (the
+# largest published figure times a margin), that turn a typo into one clear error instead of a
+# check that hangs or a run that asks for terabytes (issue 10, audit: ``[100000, 1, 1, 1]`` hung
+# ``space check``; ``synthetic:1000000000000`` tried to allocate 192 TB).
+MAX_BLOCKS_PER_STAGE = 200  # ~2.3x the most the family uses (87: ResNet-RS-420's third stage)
+MAX_NUM_CLASSES = 250_000  # above the largest common label sets (GLDv2 203,094; IN-21k 21,841)
+MAX_STEM_WIDTH = 512  # 16x the paper's 32 (the stem's first two 3x3 convs)
+MAX_IN_CHANNELS = 1024  # multispectral and hyperspectral images have up to a few hundred bands
+MAX_EPOCHS = 10_000  # ~29x the paper's longest schedule (350 epochs)
+MAX_BATCH_SIZE = 65_536  # 16x the paper's 4096; large-batch studies (LARS) stop at 64k
+MAX_RANDAUG_LAYERS = 16  # the official op set has 16 ops; the paper uses 2
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 PRECISIONS: tuple[str, ...] = ("auto", "fp32", "bf16", "fp16")
@@ -64,6 +77,12 @@ def layout_for(
         if any(b < 1 for b in depth):
             raise SpecError(
                 f"{where}: {list(depth)!r} has a stage with no blocks; each stage needs >= 1"
+            )
+        if any(b > MAX_BLOCKS_PER_STAGE for b in depth):
+            raise SpecError(
+                f"{where}: {list(depth)!r} has a stage with more than {MAX_BLOCKS_PER_STAGE} "
+                f"blocks; allowed: 1..{MAX_BLOCKS_PER_STAGE} per stage (project heuristic: "
+                "ResNet-RS-420 has 87)"
             )
         return tuple(depth)
     raise SpecError(f"{where}: {depth!r} is not a depth; allowed: {_depth_help()}")
@@ -106,6 +125,13 @@ def _type_name(expected: type | tuple[type, ...]) -> str:
     return expected.__name__
 
 
+_ARCH_INT_MAX = {
+    "stem_width": MAX_STEM_WIDTH,
+    "num_classes": MAX_NUM_CLASSES,
+    "in_channels": MAX_IN_CHANNELS,
+}
+
+
 @dataclass(frozen=True, kw_only=True)
 class ArchSpec:
     """What decides latency and memory. Defaults are ResNet-RS-50 at 224 px with 1000 classes."""
@@ -131,11 +157,15 @@ class ArchSpec:
         if not 0 <= self.se_ratio <= 1:
             raise SpecError(f"arch.se_ratio: {self.se_ratio} is out of range; allowed: 0..1")
         _check_type(self.resnet_d, bool, "arch.resnet_d")
-        for name in ("stem_width", "num_classes", "in_channels"):
+        for name, most in _ARCH_INT_MAX.items():
             value = getattr(self, name)
             _check_type(value, int, f"arch.{name}")
             if value < 1:
                 raise SpecError(f"arch.{name}: {value} must be >= 1")
+            if value > most:
+                raise SpecError(
+                    f"arch.{name}: {value} is too large; allowed: 1..{most} (project heuristic)"
+                )
         object.__setattr__(self, "width", float(self.width))
         object.__setattr__(self, "se_ratio", float(self.se_ratio))
 
@@ -185,6 +215,9 @@ class ArchSpec:
         return _stable_key(self.to_dict())
 
 
+_RECIPE_INT_MAX = {"epochs": MAX_EPOCHS, "batch_size": MAX_BATCH_SIZE}
+
+
 @dataclass(frozen=True, kw_only=True)
 class RecipeSpec:
     """How a candidate is trained. Defaults are the paper's recipe (DESIGN.md section 1)."""
@@ -219,13 +252,19 @@ class RecipeSpec:
         ):
             value = getattr(self, name)
             _check_type(value, (int, float), f"recipe.{name}")
+            if not math.isfinite(value):  # YAML's .nan and .inf pass every comparison below
+                raise SpecError(f"recipe.{name}: {value} is not a finite number")
             object.__setattr__(self, name, float(value))
         _check_type(self.nesterov, bool, "recipe.nesterov")
         _check_type(self.precision, str, "recipe.precision")
-        if self.epochs < 1:
-            raise SpecError(f"recipe.epochs: {self.epochs} must be >= 1")
-        if self.batch_size < 1:
-            raise SpecError(f"recipe.batch_size: {self.batch_size} must be >= 1")
+        for name, most in _RECIPE_INT_MAX.items():
+            value = getattr(self, name)
+            if value < 1:
+                raise SpecError(f"recipe.{name}: {value} must be >= 1")
+            if value > most:
+                raise SpecError(
+                    f"recipe.{name}: {value} is too large; allowed: 1..{most} (project heuristic)"
+                )
         if self.lr_per_256 <= 0:
             raise SpecError(f"recipe.lr_per_256: {self.lr_per_256} must be > 0")
         for name in ("momentum", "label_smoothing", "ema_decay", "dropout", "stochastic_depth"):
@@ -238,6 +277,12 @@ class RecipeSpec:
             raise SpecError(f"recipe.randaug_magnitude: {self.randaug_magnitude}; allowed: 0..30")
         if self.randaug_layers < 0 or self.warmup_epochs < 0:
             raise SpecError("recipe.randaug_layers and recipe.warmup_epochs must be >= 0")
+        for name, most in (("randaug_layers", MAX_RANDAUG_LAYERS), ("warmup_epochs", MAX_EPOCHS)):
+            if getattr(self, name) > most:
+                raise SpecError(
+                    f"recipe.{name}: {getattr(self, name)} is too large; allowed: 0..{most} "
+                    "(project heuristic)"
+                )
         if self.precision not in PRECISIONS:
             raise SpecError(
                 f"recipe.precision: {self.precision!r}; allowed: {', '.join(PRECISIONS)}"

@@ -8,8 +8,8 @@ The search's objective (``rs_search.search.objective.Objective``) talks to two s
   its target profile;
 - :class:`TableLauncher` answers training with the candidate's recorded curve, one epoch at a
   time as the engine does: ``on_epoch`` gets each epoch's row (top-1 in percent, the fields of
-  ``table.CURVE_FIELDS`` and the optional ones the table recorded); ``False`` stops the run
-  there (a halving decision). A "checkpoint" is the number of epochs answered into a trial's
+  ``table.CURVE_FIELDS``, train accuracy measured like validation among them); ``False`` stops
+  the run there (a halving decision). A "checkpoint" is the number of epochs answered into a trial's
   ``out_dir``: with ``resume=True`` a retry continues after them and its result holds the
   earlier epochs too, as the engine's does. ``should_stop``
   is polled before each epoch and raises ``TrialInterrupted`` with the epochs so far kept. Every
@@ -44,7 +44,7 @@ from typing import Any
 
 import optuna
 
-from rs_search.bench.table import Entry, Table
+from rs_search.bench.table import CURVE_FIELDS, Entry, Table
 from rs_search.errors import CandidateOutOfMemory, TrainingDiverged, TrialInterrupted
 from rs_search.search.deps import LatencyFigures, LatencyUnavailable
 from rs_search.specs import ArchSpec, Candidate
@@ -117,10 +117,10 @@ class TableAnswers:
         rows = self._rows.get(entry.key)
         if rows is None:
             assert entry.curve is not None, "only done entries have a curve"
-            series = entry.curve.series()
+            curve = entry.curve
             rows = [
-                {"epoch": i + 1, **{name: values[i] for name, values in series.items()}}
-                for i in range(len(entry.curve))
+                {"epoch": i + 1, **{name: getattr(curve, name)[i] for name in CURVE_FIELDS}}
+                for i in range(len(curve))
             ]
             self._rows[entry.key] = rows
         return rows

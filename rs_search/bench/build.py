@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rs_search import __version__
 from rs_search.bench.grid import draw_grid
@@ -47,7 +47,11 @@ from rs_search.bench.table import (
 )
 from rs_search.errors import CandidateOutOfMemory, RsSearchError, TrainingDiverged
 from rs_search.space import SearchSpace
-from rs_search.specs import Candidate
+from rs_search.specs import ArchSpec, Candidate
+
+if TYPE_CHECKING:
+    from rs_search.latency.result import LatencyResult
+    from rs_search.latency.window import Protocol as LatencyProtocol
 
 __all__ = [
     "BuildListener",
@@ -179,13 +183,12 @@ def build_table(
     storage: str | None = None,
     listener: BuildListener | None = None,
     should_stop: Callable[[], bool] = lambda: False,
-    protocol: Any = None,
+    protocol: LatencyProtocol | None = None,
 ) -> Table:
     """Train, measure and record every pending candidate of ``table``, writing ``out`` after each
     (call it inside ``table_lock``). Returns the finished table. ``should_stop`` (polled
     between steps) checkpoints the running candidate and raises ``TableInterrupted``; rerunning
-    continues it. ``protocol``: the latency protocol (``rs_search.latency.window``; None: the
-    default one; the CLI passes ``$RS_SEARCH_LATENCY_PROTOCOL``'s knobs, as a worker does)."""
+    continues it."""
     import torch
 
     from rs_search.latency.backends import measuring_device
@@ -195,18 +198,28 @@ def build_table(
 
     listener = listener or _Silent()
     profile = HardwareProfile.from_dict(dict(table.header.profile))
-    # The target's own device (a CUDA target: the training device when it is a GPU).
-    here = measuring_device(profile, device, has_cuda=bool(torch.cuda.is_available()))
-    if here is None:
+    # The target is timed on this machine's device of its type (the training device's GPU for a
+    # CUDA target, as a search worker does), never on a GPU another process may be training on.
+    timing_device = measuring_device(profile, device, has_cuda=torch.cuda.is_available())
+    if timing_device is None:
         raise RsSearchError(
-            f"the space's target profile {profile.name} runs on CUDA and this process cannot "
-            f"measure on it (no CUDA here, or --device {device}): build the table on the target "
-            "hardware with a GPU device"
+            f"the space's target profile {profile.name} runs on CUDA and this machine (or "
+            f"--device {device}) has none: build the table on the target hardware"
         )
     work.mkdir(parents=True, exist_ok=True)
     clock = _Clock(base=dict(table.header.seconds), started=time.monotonic())
     write_table(out, _stamped(table, clock))
     cache = LatencyCache(storage or f"sqlite:///{(work / LATENCY_DB).resolve()}")
+
+    def measure(arch: ArchSpec) -> LatencyResult:
+        return cache.get_or_measure(
+            arch,
+            profile,
+            device=timing_device,
+            protocol=protocol or DEFAULT_PROTOCOL,
+            stop=should_stop,
+        )
+
     try:
         pending = [e for e in table.entries if e.status == "pending"]
         for position, entry in enumerate(pending, start=1):
@@ -216,10 +229,7 @@ def build_table(
             done = _one(
                 entry,
                 header=table.header,
-                profile=profile,
-                measure=lambda arch: cache.get_or_measure(
-                    arch, profile, device=here, protocol=protocol or DEFAULT_PROTOCOL
-                ),
+                measure=measure,
                 folder=work / entry.key,
                 device=device,
                 clock=clock,
@@ -295,8 +305,7 @@ def _one(
     entry: Entry,
     *,
     header: Header,
-    profile: Any,
-    measure: Callable[[Any], Any],
+    measure: Callable[[ArchSpec], LatencyResult],
     folder: Path,
     device: str,
     clock: _Clock,
@@ -311,7 +320,12 @@ def _one(
     size = complexity(arch)
     entry = replace(entry, params=size.params, flops=size.flops)
     started = time.monotonic()
-    figure = measure(arch)
+    try:
+        figure = measure(arch)
+    except TrialInterrupted:
+        raise TableInterrupted(
+            f"stopped while timing {entry.label}; run the same command again to continue"
+        ) from None
     clock.latency += time.monotonic() - started
     if figure.status != "ok" or figure.median_ms is None:
         why = figure.error or ("does not fit" if figure.status == "oom" else figure.status)

@@ -46,7 +46,6 @@ from rs_search.specs import Candidate
 __all__ = [
     "CURVE_FIELDS",
     "FORMAT",
-    "OPTIONAL_CURVE_FIELDS",
     "MAX_BYTES",
     "VERSION",
     "Curve",
@@ -73,25 +72,11 @@ CURVE_FIELDS: tuple[str, ...] = (
     "val_loss",
     "train_loss",
     "train_top1",
+    "train_eval_top1",
+    "train_eval_loss",
     "epoch_seconds",
 )
-#: Recorded when the engine reports them for every epoch (newer engines): the raw weights'
-#: validation loss and train accuracy measured like validation, which the scaling rules read for
-#: the train/val gap. A reader that does not know them ignores them, so the version stays 1.
-OPTIONAL_CURVE_FIELDS: tuple[str, ...] = (
-    "val_loss_raw",
-    "train_eval_loss",
-    "train_eval_top1",
-    "train_eval_loss_raw",
-    "train_eval_top1_raw",
-)
-_PERCENT_FIELDS = (
-    "val_top1",
-    "val_top1_raw",
-    "train_top1",
-    "train_eval_top1",
-    "train_eval_top1_raw",
-)
+_PERCENT_FIELDS = ("val_top1", "val_top1_raw", "train_top1", "train_eval_top1")
 Status = Literal["pending", "done", "failed"]
 STATUSES: tuple[str, ...] = ("pending", "done", "failed")
 _KEY = re.compile(r"^[0-9a-f]{16}$")
@@ -115,32 +100,23 @@ class Curve:
     val_loss: tuple[float, ...]
     train_loss: tuple[float, ...]
     train_top1: tuple[float, ...]
+    # train top-1 and loss measured like validation (eval mode, no augmentation, a fixed train
+    # subset: ``EpochMetrics.train_eval_*``), the train/val gap the scaling rules read
+    train_eval_top1: tuple[float, ...]
+    train_eval_loss: tuple[float, ...]
     epoch_seconds: tuple[float, ...]
-    extra: tuple[tuple[str, tuple[float, ...]], ...] = ()  # (name, values) of OPTIONAL_CURVE_FIELDS
 
     def __len__(self) -> int:
         return len(self.val_top1)
 
-    def series(self) -> dict[str, tuple[float, ...]]:
-        """Every recorded field, optional ones included."""
-        return {**{name: getattr(self, name) for name in CURVE_FIELDS}, **dict(self.extra)}
-
     @classmethod
     def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> Curve:
-        """From the engine's per-epoch rows (``EpochMetrics.to_dict()``); an optional field is
-        kept when every row has a number for it."""
+        """From the engine's per-epoch rows (``EpochMetrics.to_dict()``)."""
         rows = list(rows)
-        extra = tuple(
-            (name, tuple(float(r[name]) for r in rows))
-            for name in OPTIONAL_CURVE_FIELDS
-            if rows and all(isinstance(r.get(name), int | float) for r in rows)
-        )
-        return cls(
-            **{name: tuple(float(r[name]) for r in rows) for name in CURVE_FIELDS}, extra=extra
-        )
+        return cls(**{name: tuple(float(r[name]) for r in rows) for name in CURVE_FIELDS})
 
     def to_dict(self) -> dict[str, list[float]]:
-        return {name: [_round(v) for v in values] for name, values in self.series().items()}
+        return {name: [_round(v) for v in getattr(self, name)] for name in CURVE_FIELDS}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -610,9 +586,7 @@ def _latency(data: dict[str, Any], where: str) -> Latency:
 
 def _curve(data: dict[str, Any], epochs: int, where: str) -> Curve:
     values: dict[str, tuple[float, ...]] = {}
-    for name in CURVE_FIELDS + OPTIONAL_CURVE_FIELDS:
-        if name in OPTIONAL_CURVE_FIELDS and name not in data:
-            continue
+    for name in CURVE_FIELDS:
         series = _get(data, name, list, where)
         if len(series) != epochs:
             raise _Bad(
@@ -627,8 +601,7 @@ def _curve(data: dict[str, Any], epochs: int, where: str) -> Curve:
                 bound = "0..100 (percent)" if top == 100 else "a finite number >= 0"
                 raise _Bad(f"{where}.{name}[{i}]", f"{_word(v)}; expected {bound}")
         values[name] = tuple(float(v) for v in series)
-    extra = tuple((n, values.pop(n)) for n in OPTIONAL_CURVE_FIELDS if n in values)
-    return Curve(**values, extra=extra)
+    return Curve(**values)
 
 
 def _train(data: dict[str, Any], epochs: int, where: str) -> TrainInfo:

@@ -10,6 +10,7 @@ from typing import Literal
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from rs_search.errors import RsSearchError
 
@@ -19,8 +20,11 @@ HELP_STORAGE = (
     "sqlite:///rs-search.db in the working directory)."
 )
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+# Text from a study, a file or a flag reaches these consoles: ``[...]`` in it must not be read as
+# rich markup (``rich.markup.escape`` it in a line that uses markup, or print with
+# ``markup=False``), and ``:name:`` must not become an emoji (issue 10, audit).
+console = Console(highlight=False, emoji=False)
+err_console = Console(stderr=True, highlight=False, emoji=False)
 
 
 def print_table(
@@ -30,8 +34,9 @@ def print_table(
     *,
     right: Sequence[str] = (),
 ) -> None:
-    """Print a rich table; ``right`` names the columns to right-align (numbers)."""
-    table = Table(title=title, title_justify="left", show_lines=False)
+    """Print a rich table; ``right`` names the columns to right-align (numbers). The title and
+    the cells are shown as they are (never read as markup: they hold names from the study)."""
+    table = Table(title=Text(title) if title else None, title_justify="left", show_lines=False)
     cells = [["" if cell is None else str(cell) for cell in row] for row in rows]
     # Compact columns (headers wrap at spaces) when they fit; otherwise rich folds the widest.
     widths = [
@@ -43,21 +48,24 @@ def print_table(
         justify: Literal["left", "right"] = "right" if name in right else "left"
         table.add_column(name, justify=justify, width=width if fits else None, overflow="fold")
     for row in cells:
-        table.add_row(*row)
+        table.add_row(*(Text(cell) for cell in row))
     console.print(table)
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file in the same folder and a rename, so a
-    reader never sees half a file and a failed write leaves nothing behind."""
+def write_atomic(path: Path, text: str, *, make_parent: bool = False) -> None:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same folder and a
+    rename, so a reader never sees half a file and a failed write leaves nothing behind; any
+    failure is one ``RsSearchError`` line. ``make_parent``: create a missing parent folder."""
     folder = path.parent if str(path.parent) else Path(".")
     try:
+        if make_parent:
+            folder.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
         raise RsSearchError(f"{path}: cannot write ({exc.strerror or exc})") from None
     try:
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual permissions
-        with os.fdopen(fd, "w") as handle:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())

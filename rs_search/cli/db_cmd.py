@@ -38,10 +38,14 @@ def upgrade(
 
     for was, now in schema.upgrade(storage):
         if was == now.current:
-            console.print(f"{now.name} schema: {now.current} (already current)", soft_wrap=True)
+            console.print(
+                f"{now.name} schema: {now.current} (already current)", soft_wrap=True, markup=False
+            )
         else:
             console.print(
-                f"{now.name} schema: {was or 'none'} -> {now.current} (upgraded)", soft_wrap=True
+                f"{now.name} schema: {was or 'none'} -> {now.current} (upgraded)",
+                soft_wrap=True,
+                markup=False,
             )
 
 
@@ -55,6 +59,6 @@ def check(
 
     versions = schema.check(storage)
     for version in versions:
-        console.print(version.line(), soft_wrap=True)
+        console.print(version.line(), soft_wrap=True, markup=False)
     if any(v.state != "current" for v in versions):
         raise typer.Exit(1)

@@ -56,7 +56,11 @@ def export(
         ),
     ] = None,
     overwrite: Annotated[
-        bool, typer.Option("--overwrite", help="Replace a non-empty --out.")
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Replace a previous export in --out (a folder holding anything else is refused).",
+        ),
     ] = False,
 ) -> None:
     """Write one YAML per Pareto-optimal trial (arch, recipe, metrics, latency per hardware, why
@@ -92,18 +96,20 @@ def export(
     finally:
         opened.close()
     for note in report.notes:
-        err_console.print(f"note: {note}", soft_wrap=True)
+        err_console.print(f"note: {note}", soft_wrap=True, markup=False)
     for row, config in zip(report.rows, report.configs, strict=True):
         extras = " ".join(x for x in (row.get("weights"), row.get("onnx")) if x)
         console.print(
             f"trial {row['trial']}: {row['file']} ({config}, top-1 {_num(row.get('val_top1'))}, "
             f"latency {_num(row.get('latency_ms'))} ms){' + ' + extras if extras else ''}",
             soft_wrap=True,
+            markup=False,
         )
     console.print(
         f"exported {len(report.rows)} Pareto-optimal trial(s) to {report.out} "
         "(index.csv, index.json)",
         soft_wrap=True,
+        markup=False,
     )
 
 

@@ -1,6 +1,7 @@
 """Entry point: builds the typer app from the command-group modules and maps errors to exits.
 
-Every ``RsSearchError`` becomes one line on stderr and its ``exit_code`` (2 for bad input); the
+Every ``RsSearchError`` becomes one line on stderr and its ``exit_code`` (2 for bad input), and so
+does every usage error (a missing or unknown option or command, a value of the wrong type); the
 traceback is shown only with ``--debug``. Each command-group module exposes
 ``register(app)`` and imports its heavy dependencies (torch, optuna) inside the command bodies so
 that ``rs-search --help`` stays fast.
@@ -9,7 +10,7 @@ that ``rs-search --help`` stays fast.
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -74,6 +75,16 @@ for _module in (
     _module.register(app)
 
 
+def _usage_error(message: str, ctx: object | None) -> NoReturn:
+    """One line and exit status 2, as for every other bad input. An empty message is the help a
+    command group prints when called without a subcommand: it is already on the screen."""
+    if message:
+        where = getattr(ctx, "command_path", None) or "rs-search"
+        line = " ".join(message.split())  # click may wrap a message over several lines
+        typer.echo(f"error: {line} (see {where} --help)", err=True)
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point."""
     args = list(argv if argv is not None else sys.argv[1:])
@@ -84,11 +95,15 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # Outside standalone mode click *returns* the code of a ``typer.Exit`` instead of exiting
         # (130 for Ctrl-C / KeyboardInterrupt, which typer turns into Exit(130)).
-        code = app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False, prog_name="rs-search")
         if isinstance(code, int) and code != 0:
             if code == 130:
                 typer.echo("interrupted", err=True)
             sys.exit(code)
+    except typer.TyperException as exc:
+        # Usage errors (a missing or unknown option or command, ``--trials many``): typer raises
+        # its own copy of click's exceptions, so ``click.ClickException`` does not catch them.
+        _usage_error(exc.format_message(), getattr(exc, "ctx", None))
     except RsSearchError as exc:
         if debug:
             raise
@@ -102,12 +117,11 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         sys.exit(130)
-    except Exception as exc:  # click usage errors arrive here in non-standalone mode
+    except Exception as exc:
         import click
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
+        if isinstance(exc, click.ClickException):  # click itself, should a dependency raise it
+            _usage_error(exc.format_message(), getattr(exc, "ctx", None))
         if debug:
             raise
         typer.echo(

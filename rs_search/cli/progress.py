@@ -29,6 +29,7 @@ from datetime import timedelta
 from typing import IO, Any, TypeVar
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -102,7 +103,7 @@ class Progress:
         self._started = time.monotonic()
         if self.mode == "rich":
             self._rich = _acquire(self.stream)
-            self._task = self._rich.add_task(self.description, total=self.total, fields="")
+            self._task = self._rich.add_task(escape(self.description), total=self.total, fields="")
         elif self.mode == "plain":
             self._emit(force=True)
         return self
@@ -142,8 +143,8 @@ class Progress:
                 self._task,
                 completed=self.completed,
                 total=self.total,
-                description=self.description,
-                fields=_format_fields(self.fields),
+                description=escape(self.description),  # names from a study: not markup
+                fields=escape(_format_fields(self.fields)),
             )
         elif self.mode == "plain":
             self._emit(force=self.total is not None and self.completed >= self.total)
@@ -199,7 +200,7 @@ def _acquire(stream: IO[str]) -> RichProgress:
                 TimeElapsedColumn(),
                 TimeRemainingColumn(),
                 TextColumn("{task.fields[fields]}"),
-                console=Console(file=stream, highlight=False),
+                console=Console(file=stream, highlight=False, emoji=False),
                 transient=False,
             )
             live.start()

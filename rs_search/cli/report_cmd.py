@@ -16,8 +16,10 @@ from types import FrameType
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from rs_search.cli._common import HELP_STORAGE
+from rs_search.errors import RsSearchError
 
 StudyName = Annotated[str, typer.Option("--study", help="Study name.", show_default=False)]
 Storage = Annotated[str | None, typer.Option("--storage", help=HELP_STORAGE)]
@@ -50,28 +52,54 @@ def report(
     Figures: the Pareto front per hardware, hypervolume against compute, FLOPs vs latency and
     parameters vs memory, scaling curves, learning curves, and the selector's proposals.
     """
-    from rs_search.cli._common import console
+    from rs_search.cli._common import console, write_atomic
     from rs_search.env import Environment
     from rs_search.reports.png import write_pngs
-    from rs_search.reports.report import render_html, study_sections, write_atomic
+    from rs_search.reports.report import render_html, study_sections
     from rs_search.study.read import read_study
     from rs_search.study.storage import open_study
 
     environment = Environment.from_environ()
+    # Where the files go is checked before the study is read (minutes for a large one).
+    if out.is_dir():
+        raise RsSearchError(f"--out {out}: is a folder; name the HTML file to write")
+    _check_writable(out.parent, "--out")
+    if png is not None:
+        if png.exists() and not png.is_dir():
+            raise RsSearchError(f"--png {png}: exists and is not a folder")
+        _check_writable(png, "--png")
     opened = open_study(study, storage, retry_seconds=environment.storage_retry_s)
     try:
         info, records, sections = study_sections(read_study(opened.study), storage_url=opened.url)
     finally:
         opened.close()
-    path = write_atomic(out, render_html(info, records, sections))
-    size_mb = path.stat().st_size / 1e6
+    write_atomic(out, render_html(info, records, sections), make_parent=True)
+    size_mb = out.stat().st_size / 1e6
     console.print(
-        f"report: {path} ({len(sections)} figures, {len(records)} trials, {size_mb:.1f} MB)",
+        f"report: {out} ({len(sections)} figures, {len(records)} trials, {size_mb:.1f} MB)",
         soft_wrap=True,
+        markup=False,
     )
     if png is not None:
-        paths = write_pngs(sections, png)
-        console.print(f"figures: {len(paths)} PNG files in {png}", soft_wrap=True)
+        try:
+            paths = write_pngs(sections, png)
+        except OSError as exc:
+            raise RsSearchError(f"--png {png}: cannot write ({exc.strerror or exc})") from None
+        console.print(f"figures: {len(paths)} PNG files in {png}", soft_wrap=True, markup=False)
+
+
+def _check_writable(folder: Path, flag: str) -> None:
+    """``folder`` (or the nearest existing folder above it, where it would be created) can take
+    new files; otherwise one line, before any work is done."""
+    import os
+
+    existing = folder if str(folder) else Path(".")
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise RsSearchError(f"{flag} {folder}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise RsSearchError(f"{flag} {folder}: cannot write in {existing} (permission denied)")
 
 
 def dashboard(
@@ -94,6 +122,8 @@ def dashboard(
     from rs_search.study.storage import open_existing_storage
 
     environment = Environment.from_environ()
+    if not 0 <= port <= 65535:
+        raise RsSearchError(f"--port {port}: must be between 0 and 65535 (0: any free port)")
     url = resolve_storage_url(storage)
     rdb = open_existing_storage(url, retry_seconds=environment.storage_retry_s)
     stop = threading.Event()
@@ -107,12 +137,15 @@ def dashboard(
     if host not in LOOPBACK:
         err_console.print(
             f"warning: serving on {host}, reachable from other machines; "
-            "optuna-dashboard has no authentication"
+            "optuna-dashboard has no authentication",
+            markup=False,
         )
 
     def ready(address: str) -> None:
         console.print(
-            f"optuna-dashboard for {mask_url(url)} at {address} (Ctrl-C to stop)", soft_wrap=True
+            f"optuna-dashboard for {mask_url(url)} at {address} (Ctrl-C to stop)",
+            soft_wrap=True,
+            markup=False,
         )
         sys.stdout.flush()
 
@@ -177,8 +210,9 @@ def _print_status(result: object) -> None:
 
     assert isinstance(result, StudyStatus)
     states = ", ".join(f"{n} {s.lower()}" for s, n in result.states.items())
-    console.print(
-        f"study [bold]{result.study}[/] on {result.target}: {result.total} trials ({states})",
+    console.print(  # the study's name and target are database text: never markup
+        f"study [bold]{escape(result.study)}[/] on {escape(result.target)}: {result.total} "
+        f"trials ({states})",
         soft_wrap=True,
     )
     if result.trial_budget:
@@ -226,4 +260,4 @@ def _print_status(result: object) -> None:
         )
     else:
         console.print("front: no completed, feasible trial yet")
-    console.print(f"ETA: {_duration(result.eta_s)} ({result.eta_basis})")
+    console.print(f"ETA: {_duration(result.eta_s)} ({result.eta_basis})", markup=False)

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from rs_search.cli._common import HELP_STORAGE, console, err_console, print_table
+
+if TYPE_CHECKING:
+    from rs_search.search.launch import StartPlan
 
 AutoScale = Annotated[
     bool,
@@ -90,7 +94,10 @@ def start(
     workers: Annotated[
         int | None,
         typer.Option(
-            "--workers", help="Local worker processes (default: one per visible GPU, else one)."
+            "--workers",
+            help="Local worker processes (default: one per visible GPU, else one). 0: this "
+            "machine trains nothing; it creates the study, prints the command that joins it from "
+            "other machines, and shows the search's progress until the budget is spent.",
         ),
     ] = None,
     device: Annotated[str, typer.Option("--device", help=HELP_DEVICE)] = "auto",
@@ -188,14 +195,16 @@ def start(
         auto_scale=auto_scale,
     )
     settings = plan.settings
+    shown_name = escape(plan.study_name)
     bars: list[Progress] = []
     with ExitStack() as stack:
 
         def started(event: launch.SearchStarted) -> None:
             verb = "created" if event.created else "resumed"
             console.print(
-                f"study [bold]{plan.study_name}[/] {verb} in {plan.storage_shown} "
-                f"({event.seeds} seeds and {event.slots} trials queued)"
+                f"study [bold]{shown_name}[/] {verb} in {escape(plan.storage_shown)} "
+                f"({event.seeds} seeds and {event.slots} trials queued)",
+                soft_wrap=True,
             )
             if event.spent:
                 console.print(
@@ -205,16 +214,20 @@ def start(
                 console.print(
                     "[bold]estimate[/]: "
                     + (
-                        "; ".join(event.estimate.lines())
+                        escape("; ".join(event.estimate.lines()))
                         if event.estimate is not None
                         else f"open-ended (no --trials): {settings.budget_epochs} epochs per "
                         "full trial"
                     )
                 )
-                console.print(
-                    f"running {plan.workers} worker(s) on {', '.join(plan.devices)}; logs in "
-                    f"{event.log_dir}"
-                )
+                if plan.workers:
+                    console.print(
+                        f"running {plan.workers} worker(s) on {', '.join(plan.devices)}; logs in "
+                        f"{escape(str(event.log_dir))}",
+                        soft_wrap=True,
+                    )
+                else:
+                    _print_head_node(plan)
             # A bar on a terminal; on a log or pipe one plain line at most every 10 s (and the
             # last one).
             bars.append(
@@ -239,6 +252,13 @@ def start(
         outcome = launch.run_search(
             plan, environment=environment, on_start=started, on_progress=polled
         )
+    if outcome.stopped is not None:
+        console.print(
+            f"stopped watching ({outcome.stopped}); the workers on other machines go on"
+            if plan.workers == 0
+            else f"stopped ({outcome.stopped}) before the workers started",
+            markup=False,
+        )
     rows = summary.front_rows(outcome.records, settings)
     if rows:
         print_table(
@@ -249,18 +269,35 @@ def start(
         )
     else:
         console.print("no trained, feasible trial yet: the front is empty")
-    console.print(outcome.progress.line())
+    console.print(outcome.progress.line(), markup=False)
     console.print("next:")
     for cmd in launch.next_commands(plan):
-        console.print(f"  {cmd}", soft_wrap=True)
+        console.print(f"  {cmd}", soft_wrap=True, markup=False)
     bad = [(k, c) for k, c in enumerate(outcome.exit_codes) if c != 0]
     for k, code in bad:
         log = outcome.logs[k]
-        err_console.print(f"worker {k} exited with status {code}; last lines of {log}:")
+        err_console.print(
+            f"worker {k} exited with status {code}; last lines of {log}:", markup=False
+        )
         for line in tail(log):
-            err_console.print(f"  {line}", soft_wrap=True)
+            err_console.print(f"  {line}", soft_wrap=True, markup=False)
     if bad:
         raise typer.Exit(1)
+
+
+def _print_head_node(plan: StartPlan) -> None:
+    """``--workers 0``: what to run on the machines that train."""
+    from rs_search.search import launch
+
+    until = "the trial budget is spent" if plan.settings.n_trials is not None else "Ctrl-C"
+    if plan.timeout_s is not None:
+        until += " or the --timeout passes"
+    console.print(
+        f"no local worker (--workers 0): watching until {until}; join from other machines with:"
+    )
+    console.print(f"  {launch.worker_command(plan)}", soft_wrap=True, markup=False)
+    for note in launch.worker_notes(plan):
+        console.print(f"  ({note})", soft_wrap=True, markup=False)
 
 
 def worker(

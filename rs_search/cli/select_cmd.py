@@ -92,7 +92,7 @@ def propose(
     finally:
         opened.close()
     if not result.proposals:
-        console.print(f"no proposal for study {study!r}", soft_wrap=True)
+        console.print(f"no proposal for study {study!r}", soft_wrap=True, markup=False)
     else:
         rows = []
         for i, p in enumerate(result.proposals, 1):
@@ -120,22 +120,27 @@ def propose(
             right=["#", "from trial", "latency ms"],
         )
         for i, p in enumerate(result.proposals, 1):
-            console.print(f"{i}. {p.reason}", soft_wrap=True)
+            console.print(f"{i}. {p.reason}", soft_wrap=True, markup=False)
             if p.cost is not None and p.cost.source:
-                console.print(f"   cost: {p.cost.source}", soft_wrap=True)
+                console.print(f"   cost: {p.cost.source}", soft_wrap=True, markup=False)
     for d in result.dropped:
         console.print(
             f"dropped ({d.proposal.rule} from trial {d.proposal.source_trial}, "
             f"{_summary(d.proposal)}): {d.reason}",
             soft_wrap=True,
+            markup=False,
         )
     for s in result.skipped[:10]:
-        console.print(f"skipped: {s}", soft_wrap=True)
+        console.print(f"skipped: {s}", soft_wrap=True, markup=False)
     if len(result.skipped) > 10:
-        console.print(f"skipped: ... and {len(result.skipped) - 10} more", soft_wrap=True)
+        console.print(
+            f"skipped: ... and {len(result.skipped) - 10} more", soft_wrap=True, markup=False
+        )
     for e in queued:
         where = f"trial {e.trial_number}" if e.trial_number is not None else "-"
-        console.print(f"enqueued {e.proposal.origin} as {where}: {e.how}", soft_wrap=True)
+        console.print(
+            f"enqueued {e.proposal.origin} as {where}: {e.how}", soft_wrap=True, markup=False
+        )
 
 
 def scale(
@@ -185,7 +190,9 @@ def scale(
             raise RsSearchError(f"trial {trial} has no candidate (state {record.state})")
         if record.state != "COMPLETE":
             console.print(
-                f"note: trial {trial} is {record.state}; scaling its candidate", soft_wrap=True
+                f"note: trial {trial} is {record.state}; scaling its candidate",
+                soft_wrap=True,
+                markup=False,
             )
         family, stopped = scaled_family(
             view,
@@ -250,16 +257,17 @@ def scale(
         right=["step", "res", "params M", "GFLOPs", "latency ms"],
     )
     for i, (p, cost) in enumerate(priced, 1):
-        console.print(f"{i}. {p.reason}", soft_wrap=True)
+        console.print(f"{i}. {p.reason}", soft_wrap=True, markup=False)
         console.print(
             f"   recipe: dropout {p.candidate.recipe.dropout:g}, stochastic depth "
             f"{p.candidate.recipe.stochastic_depth:g}, RandAugment magnitude "
             f"{p.candidate.recipe.randaug_magnitude}, weight decay "
             f"{p.candidate.recipe.weight_decay:g}; latency: {cost.source}",
             soft_wrap=True,
+            markup=False,
         )
     if stopped:
-        console.print(stopped, soft_wrap=True)
+        console.print(stopped, soft_wrap=True, markup=False)
 
 
 def _num(value: float | None) -> str:

@@ -121,7 +121,8 @@ def sample(
     arch = candidate.arch
     err_console.print(
         f"wrote {out}: depth {arch.label}, width {arch.width:g}, {arch.resolution} px "
-        f"(candidate {candidate.key()})"
+        f"(candidate {candidate.key()})",
+        markup=False,
     )
 
 
@@ -232,7 +233,7 @@ def _print_study_settings(space: SearchSpace) -> None:
 
     t = space.target
     console.print(
-        f"Target: {t.name}: {t.mode.replace('_', ' ')}, {t.device}, batch {t.batch_size}, "
+        f"Target: {escape(t.name)}: {t.mode.replace('_', ' ')}, {t.device}, batch {t.batch_size}, "
         f"{t.dtype}, "
         f"{'channels_last' if t.channels_last else 'contiguous'}, "
         f"{'compiled' if t.compile else 'eager'}, "

@@ -7,7 +7,9 @@ the trial's metrics, its latency per hardware profile, why it is on the front, a
 ``index.json`` list the exported trials, best hypervolume contribution first.
 
 Everything is written into a staging directory and renamed into place at the end
-(``atomic.staged_directory``); a failure leaves ``--out`` as it was.
+(``atomic.staged_directory``); a failure leaves ``--out`` as it was. ``--overwrite`` replaces
+only a previous export (:func:`previous_export`): a folder with an export's ``index.json`` and
+nothing but the files an export writes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -173,7 +176,7 @@ def export_study(
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
     configs: list[str] = []
-    with staged_directory(out, overwrite=overwrite) as stage:
+    with staged_directory(out, overwrite=overwrite, replaceable=previous_export) as stage:
         for entry in entries:
             doc, row = _document(
                 snapshot.name,
@@ -381,6 +384,33 @@ def _onnx(
         "onnx": check.onnx_version,
         "onnxruntime": check.onnxruntime_version,
     }
+
+
+# Every file an export writes: the index and, per trial, its YAML, weights and ONNX (with the
+# external-data file the ONNX exporter writes beside a large model).
+EXPORT_FILE = re.compile(r"index\.(csv|json)|trial-\d+\.(yaml|pt|onnx|onnx\.data)")
+
+
+def previous_export(folder: Path) -> str | None:
+    """None when ``folder`` holds a previous export (its ``index.json`` lists exported trials,
+    and every entry is a file an export writes), else why not: what ``--overwrite`` may
+    delete."""
+    index = folder / "index.json"
+    try:
+        listed = json.loads(index.read_text(encoding="utf-8")).get("trials")
+    except (OSError, ValueError, AttributeError):
+        listed = None
+    foreign = [
+        entry.name
+        for entry in sorted(folder.iterdir())
+        if not (entry.is_file() and not entry.is_symlink() and EXPORT_FILE.fullmatch(entry.name))
+    ]
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        return f"it holds {foreign[0]!r}{more}, which no export writes"
+    if not isinstance(listed, list):
+        return "it has no export index.json"
+    return None
 
 
 def _write_index(stage: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,20 +1,18 @@
 """The HTML report: every figure of the study in one self-contained file that opens offline.
 
 plotly.js is inlined once in the page head (about 4.7 MB), so the file needs no network and no
-server. The file is written to a temporary name beside the target and renamed into place, so a
-reader never sees half a report (DESIGN.md section 3, "Errors": nothing half-written).
+server. ``rs-search report`` writes it to a temporary name beside the target and renames it into
+place (``cli._common.write_atomic``), so a reader never sees half a report (DESIGN.md section 3,
+"Errors": nothing half-written).
 """
 
 from __future__ import annotations
 
 import html
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rs_search import __version__
@@ -170,19 +168,3 @@ generated {generated} by rs-search {__version__}</p>
 {"".join(body)}
 </body></html>
 """
-
-
-def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file in the same directory and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path

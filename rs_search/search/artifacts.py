@@ -19,6 +19,7 @@ the last good checkpoint there. The store is given by ``--artifacts``:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,9 +31,13 @@ import optuna
 
 from rs_search.errors import RsSearchError
 from rs_search.study.attrs import CHECKPOINT_ARTIFACT  # trial user attribute: {"id", "file"}
+from rs_search.study.names import folder_name
 
 DEFAULT_ROOT = "rs-search-artifacts"
 _SCHEMES = ("file", "artifacts", "s3", "gs")
+# optuna.artifacts.upload_artifact names an artifact str(uuid.uuid4()).
+_ARTIFACT_ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+_log = logging.getLogger("rs_search.search")
 
 
 @dataclass(frozen=True)
@@ -50,6 +55,11 @@ class CheckpointStore:
             return cls(Path(spec))
         parsed = urlparse(spec)
         if parsed.scheme == "file":
+            if parsed.netloc not in ("", "localhost") or not parsed.path:
+                raise RsSearchError(
+                    f"artifact store {spec!r}: use file:///abs/path (a host name would be "
+                    "dropped and the path taken from the root)"
+                )
             return cls(Path(parsed.path))
         if parsed.scheme not in _SCHEMES:
             raise RsSearchError(
@@ -59,7 +69,8 @@ class CheckpointStore:
             )
         if parsed.scheme in ("s3", "gs") and not parsed.netloc:
             raise RsSearchError(f"artifact store {spec!r}: the bucket name is missing")
-        if parsed.scheme == "artifacts" and not parsed.path.startswith("/"):
+        # artifacts://host/x would put the store at /x: the host part is dropped silently.
+        if parsed.scheme == "artifacts" and (parsed.netloc or not parsed.path.startswith("/")):
             raise RsSearchError(
                 f"artifact store {spec!r}: use an absolute path, artifacts:///abs/path"
             )
@@ -75,25 +86,39 @@ class CheckpointStore:
         return self._remote[0]
 
     def trial_dir(self, study_name: str, origin: int) -> Path:
-        return self.root / _safe(study_name) / f"trial-{origin}"
+        return self.study_dir(study_name) / f"trial-{origin}"
 
     def study_dir(self, study_name: str) -> Path:
-        return self.root / _safe(study_name)
+        return self.root / folder_name(study_name)
 
     # -- mirroring to a remote store ---------------------------------------------------------
 
     def fetch(self, ref: Mapping[str, Any] | None, out_dir: Path) -> bool:
         """Download the inherited checkpoint ``ref`` (the trial record's ``checkpoint_artifact``)
-        into an empty ``out_dir``; True when one came."""
+        into an empty ``out_dir``; True when one came.
+
+        ``ref`` comes from the database, so it is untrusted input (issue 10 audit: a file name
+        ``../../x`` or ``/abs/x`` wrote outside the trial folder). Only a checkpoint name this
+        project writes and an artifact id of the form Optuna creates are accepted, and the
+        resolved target must sit directly in ``out_dir``; anything else is refused with a
+        warning, and the trial starts from what ``out_dir`` holds (a fresh start)."""
         from rs_search.train.checkpoint import checkpoint_paths
 
         if self.remote is None or ref is None or checkpoint_paths(out_dir):
             return False
+        target = _download_target(ref, out_dir)
+        if target is None:
+            _log.warning(
+                "trial attribute %s = %s is not a checkpoint this project uploads "
+                "(expected {'id': <uuid>, 'file': 'ckpt-EEEE-SSSSSS.pt'}); not downloaded",
+                CHECKPOINT_ARTIFACT,
+                _shown(ref),
+            )
+            return False
         out_dir.mkdir(parents=True, exist_ok=True)
-        target = out_dir / str(ref["file"])
         try:
             optuna.artifacts.download_artifact(
-                artifact_store=self.remote, file_path=str(target), artifact_id=str(ref["id"])
+                artifact_store=self.remote, file_path=str(target), artifact_id=ref["id"]
             )
         except optuna.artifacts.exceptions.ArtifactNotFound:
             return False
@@ -141,6 +166,24 @@ def _open_remote(spec: str) -> Any:
     return oa.FileSystemArtifactStore(base)
 
 
-def _safe(name: str) -> str:
-    """A study name as one path component."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name) or "_"
+def _download_target(ref: Any, out_dir: Path) -> Path | None:
+    """``out_dir / ref["file"]`` when ``ref`` is a well-formed checkpoint reference whose file
+    resolves directly inside ``out_dir``; else None."""
+    from rs_search.train.checkpoint import is_checkpoint_name
+
+    if not isinstance(ref, Mapping):
+        return None
+    name, artifact_id = ref.get("file"), ref.get("id")
+    if not isinstance(name, str) or not is_checkpoint_name(name):
+        return None
+    if not isinstance(artifact_id, str) or not _ARTIFACT_ID.fullmatch(artifact_id):
+        return None
+    target = (out_dir / name).resolve()
+    if target.parent != out_dir.resolve():  # belt and braces: a symlinked name, a future regex
+        return None
+    return target
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."

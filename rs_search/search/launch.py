@@ -7,28 +7,37 @@ masked in every message), and an existing study's settings. Only then is the stu
 settings written and its queue filled, so bad input leaves nothing half-created.
 
 Local workers are ``rs-search worker`` subprocesses (one per visible GPU, else one; ``local``).
+With ``--workers 0`` the machine trains nothing (a head node): ``start`` creates or resumes the
+study, prints the command that joins it from other machines (:func:`worker_command`), and shows
+the same progress and closing front while they train, until the trial budget is spent, the
+``--timeout`` passes, or Ctrl-C.
+
+Every command printed for a user to paste (:func:`next_commands`, :func:`worker_command`) is
+quoted for the shell, and names the storage without its password (:func:`storage_flag`).
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from rs_search.budget import parse_budget
-from rs_search.devices import worker_devices
+from rs_search.devices import parse_device, worker_devices
 from rs_search.env import Environment
 from rs_search.errors import DataError, RsSearchError
 from rs_search.search import summary
 from rs_search.search.artifacts import CheckpointStore
-from rs_search.search.local import LocalWorkers, watch
+from rs_search.search.local import LocalWorkers, StopSignals, watch
 from rs_search.search.settings import settings_from_space
 from rs_search.search.study import create_or_resume
 from rs_search.search.summary import Estimate, Progress
 from rs_search.space import SearchSpace, load_space
 from rs_search.storage.engine import make_engine
 from rs_search.storage.url import ENV_STORAGE, mask_url, resolve_storage_url
+from rs_search.study.names import check_study_name, folder_name
 from rs_search.study.record import TrialRecord
 from rs_search.study.settings import SAMPLERS, StudySettings
 
@@ -59,7 +68,7 @@ class StartPlan:
     storage_shown: str  # masked
     space: SearchSpace
     settings: StudySettings
-    workers: int
+    workers: int  # local worker processes; 0: a head node that only creates and watches
     devices: tuple[str, ...]
     timeout_s: float | None
     train_images: int | None
@@ -104,14 +113,24 @@ def plan_start(
         raise RsSearchError(
             f"--heartbeat {heartbeat} / --grace {grace}: need 1 <= heartbeat < grace"
         )
+    if workers is not None and workers < 0:
+        raise RsSearchError(
+            f"--workers {workers}: must be 0 (this machine trains nothing and watches) or more"
+        )
     CheckpointStore.from_spec(artifacts)
+    if study_name is not None:
+        check_study_name(study_name)
     space = load_space(space_file)
+    name = study_name or check_study_name(
+        _default_name(space, space_file, epochs),
+        where="the default study name (from the space's name; pass --study NAME)",
+    )
     train_images = check_data(data, space)
     flops = _flops_range(space)
-    devices = worker_devices(device, workers)
+    parse_device(device)  # checked even when no local worker uses it
+    devices = () if workers == 0 else worker_devices(device, workers)
     url = resolve_storage_url(storage)
     make_engine(url).dispose()  # StorageError with the password masked when unreachable
-    name = study_name or _default_name(space, space_file, epochs)
     artifacts_abs = artifacts if "://" in artifacts else str(Path(artifacts).resolve())
     settings = settings_from_space(
         space,
@@ -190,7 +209,7 @@ class SearchStarted:
     slots: int  # budget slots enqueued now
     estimate: Estimate | None  # the compute the rest of the budget will take (None: open-ended)
     spent: bool  # the trial budget is spent: no worker starts
-    log_dir: Path
+    log_dir: Path  # the local workers' logs (none are written with --workers 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -205,6 +224,17 @@ class SearchOutcome:
     progress: Progress
     exit_codes: list[int]  # one per local worker
     logs: list[Path]
+    stopped: str | None = None  # why a head node (--workers 0) stopped watching early
+
+
+def budget_spent(progress: Progress) -> bool:
+    """Nothing is left for any worker: the trial budget is finished (or nothing is queued) and no
+    trial runs. The workers' own rule (``search.worker``), plus "no trial runs", so that a
+    watcher shows every trial to its end. An open-ended study is never spent."""
+    if progress.total is None or progress.running:
+        return False
+    finished = progress.complete + progress.pruned + progress.failed
+    return finished >= progress.total or progress.waiting == 0
 
 
 def run_search(
@@ -216,6 +246,10 @@ def run_search(
 ) -> SearchOutcome:
     """``rs-search start`` after validation: create or resume the study, fill its queue, run the
     local workers (``plan.workers``) until they exit, reporting progress every few seconds.
+
+    With ``plan.workers == 0`` nothing trains here: the progress is reported while workers on
+    other machines train, until the trial budget is spent (:func:`budget_spent`), the plan's
+    timeout passes, or SIGTERM/SIGINT (``SearchOutcome.stopped`` says which).
 
     ``environment``: the settings read at the entry point (the storage retry window here; the
     workers are started with the same ones)."""
@@ -240,66 +274,101 @@ def run_search(
     todo = None
     if settings.n_trials is not None:
         todo = settings.n_trials - (left.complete + left.pruned + left.failed)
-    spent = todo is not None and todo <= 0 and left.running == 0 and left.waiting == 0
+    spent = budget_spent(left)
     estimate = None
     if todo is not None:
         estimate = summary.estimate(
             settings,
-            trials=todo,
+            trials=max(todo, 0),
             train_images=plan.train_images,
             flops_range=plan.flops_range,
             seeds=left.waiting_seeds,
         )
-    log_dir = Path(settings.artifacts) / plan.study_name / "logs"
-    on_start(
-        SearchStarted(
-            created=created,
-            seeds=seeds,
-            slots=slots,
-            estimate=estimate,
-            spent=spent,
-            log_dir=log_dir,
-        )
-    )
-    local = LocalWorkers.spawn(
-        plan, log_dir, count=0 if spent else None, environ=environment.child_environ()
-    )
+    log_dir = CheckpointStore.from_spec(settings.artifacts).study_dir(plan.study_name) / "logs"
 
-    def poll() -> None:
+    def poll() -> bool:
         now = records()
-        on_progress(
-            SearchProgress(
-                progress=summary.progress(now, settings), front=summary.front(now, settings)
+        state = summary.progress(now, settings)
+        on_progress(SearchProgress(progress=state, front=summary.front(now, settings)))
+        return budget_spent(state)
+
+    with StopSignals() as signals:  # from here on a signal reaches the workers, never orphans
+        on_start(
+            SearchStarted(
+                created=created,
+                seeds=seeds,
+                slots=slots,
+                estimate=estimate,
+                spent=spent,
+                log_dir=log_dir,
             )
         )
-
-    codes = watch(local, poll)
+        stopped_early = signals.event.is_set()  # Ctrl-C while the study was announced
+        local = LocalWorkers.spawn(
+            plan,
+            log_dir,
+            count=0 if spent or stopped_early else None,
+            environ=environment.child_environ(),
+        )
+        watched = watch(
+            local,
+            poll,
+            timeout_s=plan.timeout_s if plan.workers == 0 else None,
+            signals=signals,
+        )
     final = records()
     return SearchOutcome(
         records=final,
         progress=summary.progress(final, settings),
-        exit_codes=codes,
+        exit_codes=watched.exit_codes,
         logs=local.logs,
+        stopped=watched.stopped,
     )
 
 
 def storage_flag(plan: StartPlan) -> str:
-    """How to name the storage in a printed command: the URL (a SQLite file by its absolute
-    path, so the command works from any directory) unless it has a password, then the
-    environment variable (passwords never reach output)."""
+    """How to name the storage in a printed command, quoted for the shell: the URL (a SQLite
+    file by its absolute path, so the command works from any directory) unless it has a
+    password, then the environment variable (passwords never reach output)."""
     if "***" in plan.storage_shown:
         return f'"${ENV_STORAGE}"'
     url = resolve_storage_url(plan.storage_url)
     if url.get_backend_name() == "sqlite" and url.database and url.database != ":memory:":
-        return mask_url(url.set(database=str(Path(url.database).resolve())))
-    return plan.storage_shown
+        return shlex.quote(mask_url(url.set(database=str(Path(url.database).resolve()))))
+    return shlex.quote(plan.storage_shown)
 
 
 def next_commands(plan: StartPlan) -> list[str]:
+    """What to do with the study next, as shell command lines."""
     s = storage_flag(plan)
+    study = shlex.quote(plan.study_name)
+    folder = folder_name(plan.study_name)
     return [
-        f"rs-search export --study {plan.study_name} --storage {s} --out exports/{plan.study_name}",
-        f"rs-search report --study {plan.study_name} --storage {s} "
-        f"--out reports/{plan.study_name}.html",
+        f"rs-search export --study {study} --storage {s} --out {shlex.quote(f'exports/{folder}')}",
+        f"rs-search report --study {study} --storage {s} "
+        f"--out {shlex.quote(f'reports/{folder}.html')}",
         f"rs-search dashboard --storage {s}    (or: optuna-dashboard {s})",
     ]
+
+
+def worker_command(plan: StartPlan) -> str:
+    """The command that joins the study from another machine, as a shell command line."""
+    return f"rs-search worker --study {shlex.quote(plan.study_name)} --storage {storage_flag(plan)}"
+
+
+def worker_notes(plan: StartPlan) -> list[str]:
+    """What a user must know before running :func:`worker_command` elsewhere."""
+    notes = []
+    if "***" in plan.storage_shown:
+        notes.append(f"set {ENV_STORAGE} to the database URL (with its password) on that machine")
+    if resolve_storage_url(plan.storage_url).get_backend_name() == "sqlite":
+        notes.append(
+            "the study is in a SQLite file: only workers on this machine reach it; "
+            "use PostgreSQL (db/README.md) for workers on other machines"
+        )
+    if "://" not in plan.settings.artifacts:
+        notes.append(
+            f"checkpoints go to {plan.settings.artifacts} on each machine: a trial resumes on "
+            "another machine only if that folder is shared (or use --artifacts s3://BUCKET)"
+        )
+    return notes

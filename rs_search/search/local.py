@@ -1,5 +1,6 @@
 """Local worker processes of ``rs-search start``: ``rs-search worker`` subprocesses, one per
-device, each with its own log file; SIGTERM/SIGINT to ``start`` are passed on to them.
+device, each with its own log file; SIGTERM/SIGINT to ``start`` are passed on to them, and no
+error in ``start`` leaves them running orphaned (:func:`watch`).
 
 The storage URL reaches them through ``RS_SEARCH_STORAGE``, never on a command line (``ps`` shows
 command lines, and the URL may hold a password); their place among the workers (their sampler
@@ -12,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -22,6 +24,12 @@ from rs_search.storage.url import ENV_STORAGE
 
 if TYPE_CHECKING:
     from rs_search.search.launch import StartPlan
+
+
+# How long a worker gets to checkpoint and hand its trial back when ``start`` fails: a SIGTERM
+# is acted on at the next training step, but the hand-back may wait out a database blink (the
+# storage retry window, 120 s by default).
+STOP_GRACE_S = 150.0
 
 
 @dataclass
@@ -42,13 +50,21 @@ class LocalWorkers:
     ) -> LocalWorkers:
         """Start ``count`` workers (default: one per planned device). ``environ``: their
         environment (default: this process's); the storage URL is added to it."""
-        if count == 0:
+        if count == 0 or not plan.devices:
             return cls(procs=[], logs=[])
         log_dir.mkdir(parents=True, exist_ok=True)
         env = {**(os.environ if environ is None else environ), ENV_STORAGE: plan.storage_url}
         threads = max(1, (os.cpu_count() or 1) // max(1, plan.workers))
         env.setdefault("OMP_NUM_THREADS", str(threads))
-        procs, logs = [], []
+        started = cls(procs=[], logs=[])
+        try:
+            started._start_all(plan, log_dir, env)
+        except BaseException:
+            started.stop()  # those already started must not train on, orphaned
+            raise
+        return started
+
+    def _start_all(self, plan: StartPlan, log_dir: Path, env: Mapping[str, str]) -> None:
         for k, device in enumerate(plan.devices):
             log = log_dir / f"worker-{k}.log"
             cmd = [
@@ -75,19 +91,17 @@ class LocalWorkers:
 
                 loader_workers = default_workers(torch.device(device), processes=plan.workers)
             cmd += ["--loader-workers", str(loader_workers)]
-            handle = open(log, "ab")  # noqa: SIM115 - closed when the process is reaped
-            procs.append(
-                subprocess.Popen(
-                    cmd,
-                    env=env,
-                    stdout=handle,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,
+            with open(log, "ab") as handle:  # the child keeps its own descriptor
+                self.procs.append(
+                    subprocess.Popen(
+                        cmd,
+                        env=env,
+                        stdout=handle,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
                 )
-            )
-            handle.close()
-            logs.append(log)
-        return cls(procs=procs, logs=logs)
+            self.logs.append(log)
 
     def running(self) -> bool:
         return any(p.poll() is None for p in self.procs)
@@ -100,30 +114,114 @@ class LocalWorkers:
     def wait(self) -> list[int]:
         return [p.wait() for p in self.procs]
 
+    def stop(self, *, grace_s: float = STOP_GRACE_S) -> list[int]:
+        """SIGTERM (each checkpoints and hands its trial back), then SIGKILL for any still running
+        after ``grace_s`` (its trial goes stale and is retried); returns the exit statuses."""
+        self.terminate()
+        deadline = time.monotonic() + grace_s
+        for p in self.procs:
+            try:
+                p.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+        return self.wait()
 
-def watch(workers: LocalWorkers, poll: Callable[[], Any], *, every: float = 2.0) -> list[int]:
-    """Call ``poll`` every ``every`` seconds until the workers exit; SIGTERM/SIGINT are passed on
-    to them (they checkpoint and hand their trials back) and then waited for."""
-    stopping = {"yes": False}
 
-    def handler(signum: int, frame: Any) -> None:
-        stopping["yes"] = True
-        workers.terminate()
+@dataclass(frozen=True, kw_only=True)
+class Watched:
+    exit_codes: list[int]  # one per local worker
+    stopped: str | None = None  # with no local worker: "SIGINT", "SIGTERM" or "timeout"
 
-    old_term = signal.signal(signal.SIGTERM, handler)
-    old_int = signal.signal(signal.SIGINT, handler)
+
+class StopSignals:
+    """While active (``with``): SIGTERM and SIGINT are remembered and passed on to the attached
+    workers (they checkpoint and hand their trials back) instead of ending this process.
+
+    ``start`` enters it before it prints anything or starts a worker, so that a signal at any
+    moment (between starting the workers and watching them, say) reaches them rather than
+    killing ``start`` and leaving them orphaned."""
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.received: list[str] = []
+        self._workers: LocalWorkers | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopSignals:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            self._previous[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handler(self, signum: int, frame: Any) -> None:
+        self.received.append(signal.Signals(signum).name)
+        self.event.set()
+        if self._workers is not None:
+            self._workers.terminate()
+
+    def attach(self, workers: LocalWorkers) -> None:
+        self._workers = workers
+        if self.event.is_set():  # a signal came while they were starting
+            workers.terminate()
+
+
+def watch(
+    workers: LocalWorkers,
+    poll: Callable[[], bool],
+    *,
+    every: float = 2.0,
+    timeout_s: float | None = None,
+    signals: StopSignals | None = None,
+) -> Watched:
+    """Call ``poll`` every ``every`` seconds, and once more at the end, until the search is over
+    for this process.
+
+    With local workers: until they have all exited (they leave when the trial budget is spent, at
+    their own timeout, or on a signal); SIGTERM/SIGINT are passed on to them (they checkpoint
+    and hand their trials back) and then waited for. Without (``start --workers 0``): until
+    ``poll`` returns True (the trial budget is spent), ``timeout_s`` has passed, or SIGTERM/SIGINT.
+    ``signals``: the caller's :class:`StopSignals`, already active (default: one for the watch).
+
+    Whatever ``poll`` raises (a database that stays down, a bug), the workers are stopped and
+    waited for before the exception propagates: none is left training, orphaned.
+    """
+    if signals is None:
+        with StopSignals() as own:
+            return watch(workers, poll, every=every, timeout_s=timeout_s, signals=own)
+    signals.attach(workers)
+    stop = signals.event
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+
+    def expired() -> bool:
+        return deadline is not None and time.monotonic() >= deadline
+
     try:
-        while workers.running():
-            poll()
-            for _ in range(int(every * 10)):
-                if not workers.running():
+        while True:
+            if workers.procs:
+                ended = not workers.running()  # decided before the poll, so that it sees the end
+                poll()
+                if ended:
                     break
-                time.sleep(0.1)
-        poll()
-        return workers.wait()
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
-        signal.signal(signal.SIGINT, old_int)
+                for _ in range(max(1, int(every * 10))):  # wake up soon after the workers exit
+                    if not workers.running():
+                        break
+                    stop.wait(0.1)
+            else:
+                ended = stop.is_set() or expired()
+                if poll() or ended:
+                    break
+                left = every if deadline is None else min(every, deadline - time.monotonic())
+                stop.wait(max(0.0, left))
+    except BaseException:
+        workers.stop()
+        raise
+    if workers.procs:
+        return Watched(exit_codes=workers.wait())
+    stopped = signals.received[0] if signals.received else ("timeout" if expired() else None)
+    return Watched(exit_codes=[], stopped=stopped)
 
 
 def tail(path: Path, lines: int = 5) -> list[str]:

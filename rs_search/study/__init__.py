@@ -5,7 +5,8 @@ Two sides:
 - **records** (pure data, imported by everyone above): ``attrs`` (the names a study and its
   trials carry), ``settings`` (``StudySettings``, stored with the study), ``record``
   (``TrialRecord``, one typed reading of a stored trial; feasibility decided once) and ``read``
-  (a study's facts and records: ``StudyInfo``, ``read_study``);
+  (a study's facts and records: ``StudyInfo``, ``read_study``) and ``names`` (what a study name
+  may be; the one folder a study's files go under);
 - **storage** (the facade: the only code that touches Optuna's private names): ``storage``
   (opening the one ``RDBStorage`` of a process with heartbeats at construction, study look-ups),
   ``rdb`` (``ResilientStorage``: the retry policy and the error translator) and ``queue``

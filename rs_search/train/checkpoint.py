@@ -63,6 +63,11 @@ def checkpoint_name(epoch: int, step: int = 0) -> str:
     return f"ckpt-{epoch:04d}-{step:06d}.pt"
 
 
+def is_checkpoint_name(name: str) -> bool:
+    """Whether ``name`` is a checkpoint file name this module writes (one path component)."""
+    return _NAME.fullmatch(name) is not None
+
+
 def checkpoint_paths(folder: Path) -> list[Path]:
     """Checkpoints in ``folder``, newest (highest epoch, then step) first."""
     if not folder.is_dir():

@@ -3,8 +3,9 @@
 
 Every source returns a :class:`DataSource`: a train and a val ``Dataset`` that yield
 ``(uint8 image (C, R, R), label)`` with the recipe's per-image augmentation already applied
-(:mod:`rs_search.train.augment`), the number of classes, how many images each split has, and the
-per-channel mean and std that the engine normalises with on the device
+(:mod:`rs_search.train.augment`), the training split again preprocessed like validation (the
+train accuracy measured like validation reads it), the number of classes, how many images each
+split has, and the per-channel mean and std that the engine normalises with on the device
 (:class:`rs_search.train.step.DeviceNormalize`). uint8 batches are a quarter of float32 ones in
 the loader processes' shared memory and in every host copy (issue 14: float32 batches of the
 paper's space needed ~20 GB of shared memory per worker at 160 px).
@@ -14,7 +15,10 @@ offline and absent CIFAR) is a :class:`~rs_search.errors.DataError` with one lin
 
 from __future__ import annotations
 
+import copy
 import os
+import re
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,7 +29,7 @@ from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
 from rs_search.errors import DataError
-from rs_search.specs import ArchSpec, RecipeSpec
+from rs_search.specs import MAX_NUM_CLASSES, ArchSpec, RecipeSpec
 from rs_search.train.augment import AugmentPolicy, eval_transform, train_transform
 
 __all__ = [
@@ -45,11 +49,16 @@ Transform = Callable[[Any], torch.Tensor]
 
 @dataclass(frozen=True, kw_only=True)
 class DataSource:
-    """A train and a val split, ready for a DataLoader (uint8 images, augmented per item)."""
+    """A train and a val split, ready for a DataLoader (uint8 images, augmented per item).
+
+    ``train_eval`` holds the images of ``train``, in the same order, with the eval transform
+    (no augmentation): what the engine measures train accuracy on, like validation.
+    """
 
     name: str
     train: Dataset[tuple[torch.Tensor, int]]
     val: Dataset[tuple[torch.Tensor, int]]
+    train_eval: Dataset[tuple[torch.Tensor, int]]
     num_classes: int
     train_size: int
     val_size: int
@@ -65,8 +74,13 @@ def parse_data_spec(spec: str) -> tuple[str, str]:
     if kind in ("digits",) and not arg:
         return kind, ""
     if kind == "synthetic":
-        if arg and not (arg.isdigit() and int(arg) >= 2):
-            raise DataError(f"data {spec!r}: CLASSES must be an integer >= 2, as in synthetic:10")
+        # ASCII digits only (str.isdigit takes "²"), and bounded before int() (issue 10 audit:
+        # synthetic:1000000000000 asked for 192 TB of class patterns).
+        if arg and not (re.fullmatch(r"[0-9]{1,7}", arg) and 2 <= int(arg) <= MAX_NUM_CLASSES):
+            raise DataError(
+                f"data {spec!r}: CLASSES must be an integer from 2 to {MAX_NUM_CLASSES} "
+                "(project heuristic), as in synthetic:10"
+            )
         return kind, arg or "10"
     if kind in ("imagefolder", "cifar10", "cifar100"):
         if not arg:
@@ -142,10 +156,12 @@ def _digits(arch: ArchSpec, train_tf: Transform, val_tf: Transform) -> DataSourc
         size = [arch.resolution, arch.resolution]
         return F.resize(x, size, interpolation=InterpolationMode.BICUBIC, antialias=True)
 
+    train_images = upscale(x_train)
     return DataSource(
         name="digits",
-        train=TensorImages(upscale(x_train), y_train, train_tf, channels=arch.in_channels),
+        train=TensorImages(train_images, y_train, train_tf, channels=arch.in_channels),
         val=TensorImages(upscale(x_val), y_val, val_tf, channels=arch.in_channels),
+        train_eval=TensorImages(train_images, y_train, val_tf, channels=arch.in_channels),
         num_classes=10,
         train_size=len(y_train),
         val_size=len(y_val),
@@ -199,6 +215,7 @@ def _synthetic(classes: int, arch: ArchSpec, train_tf: Transform, val_tf: Transf
         name=f"synthetic:{classes}",
         train=SyntheticImages(size=1024, transform=train_tf, offset=0, **common),
         val=SyntheticImages(size=256, transform=val_tf, offset=1_000_000, **common),
+        train_eval=SyntheticImages(size=1024, transform=val_tf, offset=0, **common),
         num_classes=classes,
         train_size=1024,
         val_size=256,
@@ -314,10 +331,21 @@ def _imagefolder(path: str, arch: ArchSpec, train_tf: Transform, val_tf: Transfo
         name=f"imagefolder:{path}",
         train=train,
         val=val,
+        train_eval=with_transform(train, val_tf),
         num_classes=len(train.classes),
         train_size=len(train),
         val_size=len(val),
     )
+
+
+def with_transform(dataset: Any, transform: Transform) -> Any:
+    """A shallow copy of a torchvision dataset with another per-item ``transform``: the same
+    files (or arrays) in the same order, without scanning or loading them again (a second scan of
+    an ImageNet-sized train folder takes tens of seconds). ``DatasetFolder`` and the CIFAR
+    datasets apply ``self.transform`` in ``__getitem__``."""
+    clone = copy.copy(dataset)
+    clone.transform = transform
+    return clone
 
 
 def _is_image(path: str) -> bool:
@@ -342,7 +370,9 @@ class _ConvertThen:
 def _cifar(
     kind: str, path: str, arch: ArchSpec, train_tf: Transform, val_tf: Transform
 ) -> DataSource:
-    """torchvision's CIFAR-10/100 in ``path``; downloaded there when absent and online."""
+    """torchvision's CIFAR-10/100 in ``path``. Never downloaded here: opening the data is also how
+    ``start`` checks a data spec, and a check must not fetch 170 MB or create folders (issue 10
+    audit); the error says how to fetch it once."""
     from torchvision.datasets import CIFAR10, CIFAR100
 
     cls = CIFAR10 if kind == "cifar10" else CIFAR100
@@ -354,22 +384,21 @@ def _cifar(
 
     try:
         train = load(True, train_tf)
-    except RuntimeError:  # not there (or corrupt): try to download it
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            cls(str(root), train=True, download=True)
-            train = load(True, train_tf)
-        except Exception as exc:  # network errors come in many types (URLError, socket, HTTP)
-            reason = str(getattr(exc, "reason", "") or exc).split("\n")[0]
-            raise DataError(
-                f"{root}: no {kind} dataset there and the download failed ({reason}); "
-                f"put torchvision's {cls.base_folder} folder in {root} or run once online"
-            ) from None
-    val = load(False, val_tf)
+        val = load(False, val_tf)
+    except (RuntimeError, OSError) as exc:  # torchvision: "Dataset not found or corrupted."
+        reason = str(exc).split("\n")[0]
+        code = f"from torchvision.datasets import {cls.__name__}; "
+        code += f"{cls.__name__}({str(root)!r}, download=True)"
+        fetch = f"python -c {shlex.quote(code)}"
+        raise DataError(
+            f"{root}: no {kind} dataset there ({reason}); put torchvision's {cls.base_folder} "
+            f"folder in {root}, or download it once: {fetch}"
+        ) from None
     return DataSource(
         name=f"{kind}:{path}",
         train=train,
         val=val,
+        train_eval=with_transform(train, _ConvertThen(mode, val_tf)),
         num_classes=len(train.classes),
         train_size=len(train),
         val_size=len(val),

@@ -3,9 +3,11 @@
 ``train()`` builds a :class:`~rs_search.train.trainer.Trainer` (the model from
 :func:`rs_search.models.build_model`, the data from :mod:`~rs_search.train.data`, the optimizer,
 schedule and EMA from :mod:`~rs_search.train.recipe`) and runs its epochs: channels_last, bf16
-autocast on CUDA, uint8 batches normalised on the device, per-step LR, EMA update per step,
-evaluation of the EMA and of the raw weights after every epoch, a checkpoint and the curve
-(``metrics.json``) after every epoch.
+autocast on CUDA, uint8 batches normalised on the device, per-step LR, EMA update per step; after
+every epoch the batch-norm statistics of the EMA and of the raw weights recomputed on a fixed
+training subset (:mod:`~rs_search.train.batchnorm`), both evaluated on the val split and on that
+subset preprocessed like validation (train accuracy measured like validation), a checkpoint and
+the curve (``metrics.json``).
 
 Under torch.distributed (torchrun, or a search worker's group) it trains with DDP on the existing
 group: ``recipe.batch_size`` is the global batch, split evenly over the ranks (and, with

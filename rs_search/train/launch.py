@@ -98,10 +98,13 @@ def summary_line(result: object) -> str:
     ema = result.candidate.recipe.ema_decay > 0
     which = f"EMA; raw {last.val_top1_raw:.2f}%" if ema else "raw weights"
     state = "stopped early at" if result.stopped_early else "done:"
+    train = f"train top-1 {last.train_top1:.2f}%"
+    if last.train_eval_top1 is not None:
+        train += f" ({last.train_eval_top1:.2f}% in eval mode)"
     where = f"; metrics in {result.out_dir / 'metrics.json'}" if result.out_dir is not None else ""
     return (
         f"{state} {result.epochs_done}/{epochs} epochs, val top-1 {last.val_top1:.2f}% ({which}), "
-        f"best {best.val_top1:.2f}% at epoch {best.epoch}, train top-1 {last.train_top1:.2f}%, "
+        f"best {best.val_top1:.2f}% at epoch {best.epoch}, {train}, "
         f"{last.images_per_s:.1f} img/s, {seconds:.0f} s trained{where}"
     )
 

@@ -7,6 +7,12 @@ trains on exactly the batches and augmentations of a single process with the sam
 (the shuffle is one permutation that ``DistributedSampler`` deals out, so rank ``r`` of ``w``
 holds positions ``r, r + w, ...`` of every global batch), and a resumed run sees what the
 uninterrupted one would have.
+
+A fixed subset of the training split (:func:`train_eval_indices`) is read after every epoch
+through a loader of its own (:func:`build_subset_loader`) in two views: augmented as in
+training, with the same augmentation every epoch (the batch-norm statistics are recomputed on
+it, :mod:`rs_search.train.batchnorm`), and preprocessed like validation (the train accuracy
+measured like validation).
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -25,16 +31,32 @@ from rs_search.train.data import DataSource
 from rs_search.train.distributed import DistContext
 
 __all__ = [
+    "TRAIN_EVAL_MAX_IMAGES",
     "EpochSampler",
     "SeededItems",
     "ShardSampler",
+    "SubsetPasses",
+    "TwoViews",
+    "build_subset_loader",
     "batches",
     "available_cpus",
     "build_loaders",
     "default_workers",
     "ignore_sigterm",
     "item_seed",
+    "train_eval_indices",
 ]
+
+#: Project heuristic (neither the paper nor the official code measures train accuracy this way):
+#: at most this many training images in the fixed subset, which holds as many as the validation
+#: split (the same sampling noise as val top-1) up to this cap: 5,000 ImageNet images put the
+#: standard error of an 80% top-1 near 0.6 points, and reading them twice per epoch (statistics,
+#: then accuracy) costs a fraction of a percent of an ImageNet epoch (benchmarks/RESULTS.md,
+#: "Early-epoch figures and batch-norm statistics").
+TRAIN_EVAL_MAX_IMAGES = 5000
+#: The subset is drawn with this seed, not the run's, so every candidate of a study is measured
+#: on the same training images (as ``digits_split``'s seed gives them the same val images).
+_SUBSET_SEED = 0
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:
@@ -113,6 +135,62 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+def train_eval_indices(train_size: int, val_size: int) -> list[int]:
+    """The fixed training subset: ``min(train_size, val_size, TRAIN_EVAL_MAX_IMAGES)`` indices
+    drawn without replacement by a generator of fixed seed, sorted (neighbouring files read
+    together). The same list every epoch, after a resume and for every candidate."""
+    size = min(train_size, val_size, TRAIN_EVAL_MAX_IMAGES)
+    order = torch.randperm(train_size, generator=torch.Generator().manual_seed(_SUBSET_SEED))
+    return sorted(order[:size].tolist())
+
+
+class TwoViews(Dataset[tuple[torch.Tensor, int]]):
+    """Training images by key ``(index, seed)``: preprocessed like validation (``train_eval``)
+    when ``seed`` is None, else augmented as in training with the generator seeded by ``seed``
+    (:class:`SeededItems`). One dataset, so one set of loader processes serves both views."""
+
+    def __init__(
+        self,
+        train: Dataset[tuple[torch.Tensor, int]],
+        train_eval: Dataset[tuple[torch.Tensor, int]],
+    ) -> None:
+        self.augmented = SeededItems(train)
+        self.plain = train_eval
+
+    def __len__(self) -> int:
+        return len(self.plain)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: tuple[int, int | None]) -> tuple[torch.Tensor, int]:  # type: ignore[override]
+        index, seed = key
+        if seed is None:
+            return self.plain[index]
+        return self.augmented[(index, seed)]
+
+
+class SubsetPasses(Sampler[tuple[int, int | None]]):
+    """This rank's share of the fixed subset (``indices[rank::world_size]``, every image once
+    over the group, as :class:`ShardSampler` deals the val split) as :class:`TwoViews` keys.
+
+    ``augmented`` picks the view of the next pass (the loader makes a new iterator of its
+    sampler at every pass, persistent processes included). An augmented image's seed depends on
+    the run seed and the image only (``item_seed`` of epoch 0, which is never trained), so a
+    pass reads the same augmented images every epoch and after a resume.
+    """
+
+    def __init__(self, indices: Sequence[int], ctx: DistContext, *, seed: int) -> None:
+        self.indices = list(indices)[ctx.rank :: ctx.world_size]
+        self.smallest_share = len(indices) // ctx.world_size  # the same on every rank
+        self.seed = seed
+        self.augmented = False
+
+    def __iter__(self) -> Iterator[tuple[int, int | None]]:
+        for index in self.indices:
+            yield index, item_seed(self.seed, 0, index) if self.augmented else None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def ignore_sigterm(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: loader processes ignore SIGTERM. A scheduler (Slurm,
     ``kill`` of a process group) signals every process; the training process turns SIGTERM
@@ -144,6 +222,20 @@ def default_workers(device: torch.device, *, processes: int = 1, cpus: int | Non
     return max(0, min(4, share - 1))
 
 
+def _loader_settings(device: torch.device, workers: int, seed: int) -> dict[str, Any]:
+    # Each loader draws its iterators' base seed from a generator of its own: from torch's
+    # global one, creating an iterator shifted the dropout stream, so a run resumed mid-epoch
+    # (its iterator made anew) drew other dropout masks than the uninterrupted run. The base
+    # seed itself changes nothing: every image's augmentation is seeded by SeededItems.
+    return {
+        "num_workers": workers,
+        "pin_memory": device.type == "cuda",
+        "persistent_workers": workers > 0,
+        "worker_init_fn": ignore_sigterm if workers > 0 else None,
+        "generator": torch.Generator().manual_seed(seed),
+    }
+
+
 def build_loaders(
     source: DataSource,
     *,
@@ -156,32 +248,45 @@ def build_loaders(
     """(train loader, its sampler, val loader). Train drops the last partial batch (a batch of
     one would break BN; TF drops the remainder too); val is sharded without repeats."""
     sampler = EpochSampler(source.train, ctx, seed=seed)
-    common: dict[str, Any] = {
-        "num_workers": workers,
-        "pin_memory": device.type == "cuda",
-        "persistent_workers": workers > 0,
-        "worker_init_fn": ignore_sigterm if workers > 0 else None,
-    }
-    # Each loader draws its iterators' base seed from a generator of its own: from torch's
-    # global one, creating an iterator shifted the dropout stream, so a run resumed mid-epoch
-    # (its iterator made anew) drew other dropout masks than the uninterrupted run. The base
-    # seed itself changes nothing: every image's augmentation is seeded by SeededItems.
     train_loader = DataLoader(
         SeededItems(source.train),
         batch_size=per_rank_batch,
         sampler=sampler,
         drop_last=True,
-        generator=torch.Generator().manual_seed(seed),
-        **common,
+        **_loader_settings(device, workers, seed),
     )
     val_loader = DataLoader(
         source.val,
         batch_size=per_rank_batch * 2,
         sampler=ShardSampler(source.val_size, ctx),
-        generator=torch.Generator().manual_seed(seed),
-        **common,
+        **_loader_settings(device, workers, seed),
     )
     return train_loader, sampler, val_loader
+
+
+def build_subset_loader(
+    source: DataSource,
+    *,
+    batch_size: int,
+    ctx: DistContext,
+    device: torch.device,
+    workers: int,
+    seed: int,
+) -> tuple[DataLoader[Any], SubsetPasses]:
+    """(loader, its sampler) of the fixed training subset (:func:`train_eval_indices`) in both
+    views (:class:`SubsetPasses`). ``batch_size`` is the training forward pass's (the per-device
+    batch, or the micro-batch): batch-norm statistics are recomputed over batches of that size,
+    as training normalised them. Its loader processes persist between epochs, like the val
+    loader's: one more set of ``workers`` per training process."""
+    indices = train_eval_indices(source.train_size, source.val_size)
+    passes = SubsetPasses(indices, ctx, seed=seed)
+    loader = DataLoader(
+        TwoViews(source.train, source.train_eval),
+        batch_size=batch_size,
+        sampler=passes,
+        **_loader_settings(device, workers, seed),
+    )
+    return loader, passes
 
 
 def batches(loader: DataLoader[Any]) -> Iterator[Any]:

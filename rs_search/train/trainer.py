@@ -10,7 +10,10 @@ the position in the run (epoch, step, curve); its methods are the run's verbs:
 Random streams: weights from ``seed``; data order and augmentation from (seed, epoch, image);
 dropout and stochastic depth from a per-(seed, rank, epoch) stream, reseeded at every epoch
 start, so a run resumed at an epoch boundary draws what the uninterrupted run would have; a
-mid-epoch checkpoint carries the stream's state (:mod:`~rs_search.train.checkpoint`).
+mid-epoch checkpoint carries the stream's state (:mod:`~rs_search.train.checkpoint`). The
+batch-norm refresh after an epoch draws from a fixed stream of its own (epoch 0's) inside
+``fork_rng``, and its augmented images are seeded per image, so its statistics depend on the
+weights alone.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from rs_search.errors import (
 )
 from rs_search.specs import Candidate, RecipeSpec
 from rs_search.train import checkpoint as ckpt
+from rs_search.train.batchnorm import average_over_ranks, recompute_statistics
 from rs_search.train.data import build_data
 from rs_search.train.distributed import (
     Agreed,
@@ -49,7 +53,7 @@ from rs_search.train.distributed import (
     broadcast_buffers,
     broadcast_flag,
 )
-from rs_search.train.loader import batches, build_loaders, default_workers
+from rs_search.train.loader import batches, build_loaders, build_subset_loader, default_workers
 from rs_search.train.metrics import (
     EpochMetrics,
     TrainResult,
@@ -243,6 +247,14 @@ class Trainer:
         self.train_loader, self.sampler, self.val_loader = build_loaders(
             self.source,
             per_rank_batch=self.per_rank_batch,
+            ctx=ctx,
+            device=self.device,
+            workers=self.workers,
+            seed=options.seed,
+        )
+        self.subset_loader, self.subset = build_subset_loader(
+            self.source,
+            batch_size=min(options.micro_batch or self.per_rank_batch, self.per_rank_batch),
             ctx=ctx,
             device=self.device,
             workers=self.workers,
@@ -517,24 +529,30 @@ class Trainer:
         )
 
     def _finish_epoch(self, run: _Epoch) -> EpochMetrics:
-        """All-reduce the epoch's train metrics, evaluate, and make the row."""
+        """All-reduce the epoch's train metrics, refresh the BN statistics, evaluate on the val
+        split and on the fixed training subset (train accuracy measured like validation), and
+        make the row."""
         train_seconds = time.perf_counter() - run.start
         lr = current_lr(self.optimizer)
         totals = all_reduce_sum(run.sums.host(), self.ctx)
         images_now = totals[2].item() - run.done_before[2].item() * self.ctx.world_size
         count = max(totals[2].item(), 1.0)
-        models = self._eval_modules()
-        for module in models:  # raw weights and EMA with rank 0's BN statistics on every rank
-            broadcast_buffers(module, self.ctx, self.device)
-        results = self.evaluate()
+        self.refresh_statistics()
+        val = self.evaluate(self.val_loader)
+        self.subset.augmented = False
+        train_eval = self.evaluate(self.subset_loader)
         return EpochMetrics(
             epoch=run.number,
             train_loss=totals[0].item() / count,
             train_top1=100.0 * totals[1].item() / count,
-            val_loss=results[-1][0],
-            val_top1=results[-1][1],
-            val_loss_raw=results[0][0],
-            val_top1_raw=results[0][1],
+            val_loss=val[-1][0],
+            val_top1=val[-1][1],
+            val_loss_raw=val[0][0],
+            val_top1_raw=val[0][1],
+            train_eval_loss=train_eval[-1][0],
+            train_eval_top1=train_eval[-1][1],
+            train_eval_loss_raw=train_eval[0][0],
+            train_eval_top1_raw=train_eval[0][1],
             images_per_s=images_now / max(train_seconds, 1e-9),
             epoch_seconds=run.seconds(),
             peak_memory_mb=peak_memory_mb(self.device),
@@ -546,22 +564,48 @@ class Trainer:
         return [raw] + ([self.ema.module] if self.ema is not None else [])
 
     @torch.no_grad()
-    def evaluate(self) -> list[tuple[float, float]]:
+    def refresh_statistics(self) -> None:
+        """Recompute the BN statistics of the raw weights and the EMA on the fixed training
+        subset, augmented as in training (:mod:`~rs_search.train.batchnorm`), average them over
+        the ranks, and give every rank rank 0's buffers (one model's result on every rank).
+
+        Skipped, leaving the running statistics, when some rank's share of the subset has fewer
+        than two images (a batch of one has no variance)."""
+        modules = self._eval_modules()
+        if self.subset.smallest_share >= 2:
+            self.subset.augmented = True
+            devices = [self.device] if self.device.type == "cuda" else []
+            with torch.random.fork_rng(devices=devices), self._autocast():
+                # Stochastic depth and dropout draw as in training, from a fixed stream: the
+                # statistics depend on the weights only, and training's streams are untouched.
+                torch.manual_seed(_stream_seed(self.options.seed, self.ctx.rank, 0))
+                images = (self.normalize(x) for x, _ in batches(self.subset_loader))
+                recompute_statistics(modules, images)
+            average_over_ranks(modules, self.ctx)
+        for module in modules:
+            broadcast_buffers(module, self.ctx, self.device)
+
+    def _autocast(self) -> Any:
+        return torch.autocast(
+            device_type=self.device.type,
+            dtype=self.amp or torch.float32,
+            enabled=self.amp is not None,
+        )
+
+    @torch.no_grad()
+    def evaluate(self, loader: Any) -> list[tuple[float, float]]:
         """(loss, top-1 %) of the raw weights and, with an EMA, of the EMA, in eval mode on the
-        whole val split (sharded over ranks), in one pass over the data."""
+        images of ``loader`` (each rank its shard), in one pass over the data: the val split,
+        or the fixed training subset preprocessed like validation."""
         modules = self._eval_modules()
         for module in modules:
             module.eval()
         sums = torch.zeros(len(modules), 3, dtype=torch.float64, device=self.device)
-        for images, labels in batches(self.val_loader):
+        for images, labels in batches(loader):
             images = self.normalize(images)
             labels = labels.to(self.device, non_blocking=True)
             for i, module in enumerate(modules):
-                with torch.autocast(
-                    device_type=self.device.type,
-                    dtype=self.amp or torch.float32,
-                    enabled=self.amp is not None,
-                ):
+                with self._autocast():
                     logits = module(images)
                 loss = self.criterion(logits.float(), labels)
                 sums[i, 0] += loss.double() * labels.numel()
@@ -576,7 +620,7 @@ class Trainer:
     def close(self) -> None:
         """Close the progress display and stop the loader processes, however the run ended."""
         self.bar.close()
-        _shutdown_loaders(self.train_loader, self.val_loader)
+        _shutdown_loaders(self.train_loader, self.val_loader, self.subset_loader)
 
 
 def _shutdown_loaders(*loaders: Any) -> None:

@@ -72,6 +72,8 @@ def make_table(
                     val_loss=tuple(1.0 for _ in top1),
                     train_loss=tuple(1.0 for _ in top1),
                     train_top1=top1,
+                    train_eval_top1=top1,
+                    train_eval_loss=tuple(1.0 for _ in top1),
                     epoch_seconds=tuple(0.5 for _ in top1),
                 ),
                 train=TrainInfo(

@@ -8,7 +8,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -17,6 +16,7 @@ import optuna
 import pytest
 
 from tests.reports.factory import demo_study
+from tests.search.conftest import OutputLines
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -38,20 +38,6 @@ def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         return exc.code, exc.read()
 
 
-def wait_until_serving(process: subprocess.Popen[str], url: str, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            out, err = process.communicate()
-            pytest.fail(f"dashboard exited with {process.returncode}:\n{out}\n{err}")
-        try:
-            get(url)
-            return
-        except (urllib.error.URLError, ConnectionError, TimeoutError):
-            time.sleep(0.3)
-    pytest.fail(f"dashboard did not answer {url} within {timeout} s")
-
-
 def listening(port: int) -> bool:
     with socket.socket() as sock:
         return sock.connect_ex(("127.0.0.1", port)) == 0
@@ -59,9 +45,12 @@ def listening(port: int) -> bool:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_dashboard_serves_the_study_and_stops_cleanly(postgres_url: str, stop: int) -> None:
+def test_dashboard_serves_the_study_and_stops_cleanly(
+    postgres_url: str, stop: int, tmp_path: Path
+) -> None:
     demo_study(postgres_url, name="dash-demo")
     port = free_port()
+    errors = (tmp_path / "stderr").open("w+")
     process = subprocess.Popen(
         [
             sys.executable,
@@ -75,12 +64,16 @@ def test_dashboard_serves_the_study_and_stops_cleanly(postgres_url: str, stop: i
         ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=errors,
         text=True,
     )
+    assert process.stdout is not None
+    output = OutputLines(process.stdout)
     try:
-        base = f"http://127.0.0.1:{port}"
-        wait_until_serving(process, f"{base}/api/studies")
+        # The line comes once the socket listens: no polling of the port.
+        ready = output.wait_for(r" at (http://\S+/) \(Ctrl-C to stop\)$", timeout=120)
+        base = ready.group(1).rstrip("/")
+        assert base == f"http://127.0.0.1:{port}"
         status, body = get(f"{base}/api/studies")
         assert status == 200
         studies = json.loads(body)["study_summaries"]
@@ -98,11 +91,15 @@ def test_dashboard_serves_the_study_and_stops_cleanly(postgres_url: str, stop: i
         assert status == 200 and len(bundle) > 100_000
         assert not listening_elsewhere(port)
         process.send_signal(stop)
-        out, err = process.communicate(timeout=60)
+        process.wait(timeout=60)
+        out = output.all(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+            process.wait()
+        errors.seek(0)
+        err = errors.read()
+        errors.close()
     assert process.returncode == 0, err
     assert f"at http://127.0.0.1:{port}/" in out
     assert f"dashboard stopped ({signal.Signals(stop).name})" in out

@@ -65,6 +65,30 @@ class Cluster:
             check=check,
         )
 
+    @property
+    def data(self) -> Path:
+        return self.root / "data"
+
+    def start(self) -> None:
+        """Start the server (again, after ``stop``) on the same port and files."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.root / "log"),
+            "-w",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server: ``fast`` (a clean shutdown that disconnects every client, as a
+        restart does) or ``immediate`` (a crash; recovery replays the WAL at the next start)."""
+        self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
     def psql(
         self, db: str, *args: str, env: dict[str, str] | None = None, check: bool = True
     ) -> subprocess.CompletedProcess[str]:
@@ -112,10 +136,7 @@ def private_cluster() -> Iterator[Cluster]:
             "host all postgres 127.0.0.1/32 trust\n"
             "host all all 127.0.0.1/32 scram-sha-256\n"
         )
-        options = f"-p {cluster.port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        cluster.run(
-            "pg_ctl", "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"
-        )
+        cluster.start()
         try:
             yield cluster
         finally:

@@ -4,6 +4,11 @@ which checkpoints and hands the trial back, and the worker exits 0.
 
 Seen failing before ``ddp.launch`` passed SIGTERM on: the parent died of the signal (exit -15) and
 left torchrun and its ranks training, orphaned, with the trial still RUNNING.
+
+The signal is sent when rank 0 prints the first step of the trial's epoch 2 (its progress line,
+relayed by torchrun to the worker's output), on the ``MICRO_STEPS`` space (128 steps an epoch,
+halved across the two ranks): mid-epoch, however fast the host. Before, the test polled the study
+for a finished epoch 1 and then signalled, and the trial could end in between.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from pathlib import Path
 import pytest
 from optuna.trial import TrialState
 
-from tests.search.conftest import cli, cli_env, load, make_study, wait_for
+from tests.search.conftest import MICRO_STEPS, OutputLines, cli, cli_env, load, make_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -41,15 +46,12 @@ def _descendants(pid: int) -> list[int]:
     return found
 
 
-def _epochs_reported(storage: str, study: str) -> int:
-    trials = load(study, storage).get_trials(deepcopy=False)
-    return len(trials[0].user_attrs.get("curve", [])) if trials else 0
-
-
 def test_sigterm_to_the_worker_process_alone_checkpoints_the_ddp_trial(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    make_study(postgres_url, tmp_path, "k8s", trials=1, budget=4, heartbeat=2, grace=30)
+    make_study(
+        postgres_url, tmp_path, "k8s", trials=1, budget=4, heartbeat=2, grace=30, space=MICRO_STEPS
+    )
     worker = subprocess.Popen(
         cli("worker", "--study", "k8s", "--device", "cpu", "--nproc", "2", "--loader-workers", "0"),
         env=cli_env(postgres_url),
@@ -60,12 +62,15 @@ def test_sigterm_to_the_worker_process_alone_checkpoints_the_ddp_trial(
     )
     tree: list[int] = []
     try:
-        wait_for(lambda: _epochs_reported(postgres_url, "k8s") >= 1, timeout=300, what="epoch 1")
+        assert worker.stdout is not None
+        output = OutputLines(worker.stdout)
+        output.wait_for(r"^epoch 2/4: step 1/", timeout=300)
         assert worker.poll() is None
         tree = _descendants(worker.pid)
         assert len(tree) >= 3  # torchrun and two ranks
         worker.send_signal(signal.SIGTERM)  # the parent only
-        out, _ = worker.communicate(timeout=120)
+        assert worker.wait(timeout=120) is not None
+        out = output.all(timeout=30)
     finally:
         for pid in [worker.pid, *tree]:
             try:

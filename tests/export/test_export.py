@@ -297,7 +297,14 @@ def test_out_dir_is_written_whole_or_not_at_all(
         ["export", "--study", STUDY, "--storage", storage, "--out", str(out)], capsys
     )
     assert code == 2 and "not empty" in stderr
-    # --weights without checkpoints fails after writing some files: nothing may be left behind
+    (out / "keep.txt").unlink()
+    code, _, stderr = run_cli(
+        ["export", "--study", STUDY, "--storage", storage, "--out", str(out)], capsys
+    )
+    assert code == 0, stderr  # an empty folder is filled
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    # --weights without checkpoints fails after writing some files: the previous export that
+    # --overwrite would replace is left as it was, and nothing else is left behind
     code, _, stderr = run_cli(
         [
             "export",
@@ -313,13 +320,64 @@ def test_out_dir_is_written_whole_or_not_at_all(
         capsys,
     )
     assert code == 2 and "no final checkpoint" in stderr
-    assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".export")] == []
-    code, _, stderr = run_cli(
-        ["export", "--study", STUDY, "--storage", storage, "--out", str(out), "--overwrite"], capsys
-    )
-    assert code == 0, stderr
-    assert not (out / "keep.txt").exists() and (out / "trial-0.yaml").exists()
+
+
+def test_overwrite_replaces_only_a_previous_export(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--overwrite`` deleted whatever ``--out`` held (issue 10, audit: an unrelated folder's
+    files were lost) and ``--out .`` ended in a Python exception (exit 1). Seen failing before
+    the fix: ``keep.txt`` was deleted, and ``--out .`` printed ``OSError: [Errno 16] Device or
+    resource busy``."""
+    storage = f"sqlite:///{tmp_path / 'study.db'}"
+    make_study(storage, tmp_path / "artifacts")
+
+    def export(out: Path | str) -> tuple[int, str]:
+        code, _, stderr = run_cli(
+            ["export", "--study", STUDY, "--storage", storage, "--out", str(out), "--overwrite"],
+            capsys,
+        )
+        return code, stderr
+
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("mine")
+    (mine / "notes").mkdir()
+    code, stderr = export(mine)
+    assert code == 2 and stderr.count("\n") == 1, stderr
+    assert "replaces only a previous export" in stderr and "'keep.txt'" in stderr
+    assert sorted(p.name for p in mine.iterdir()) == ["keep.txt", "notes"]
+    # a folder that only looks like an export (an index.json that is not an export's)
+    (mine / "keep.txt").unlink()
+    (mine / "notes").rmdir()
+    (mine / "index.json").write_text('{"my": "settings"}')
+    code, stderr = export(mine)
+    assert code == 2 and "no export index.json" in stderr
+    assert (mine / "index.json").read_text() == '{"my": "settings"}'
+
+    # a previous export is replaced whole; a file added to it makes it not one any more
+    out = tmp_path / "export"
+    assert export(out)[0] == 0
+    first = sorted(p.name for p in out.iterdir())
+    (out / "trial-0.yaml").write_text("stale")
+    assert export(out)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == first
+    assert (out / "trial-0.yaml").read_text() != "stale"
+    (out / "README.md").write_text("my notes on this export")
+    code, stderr = export(out)
+    assert code == 2 and "'README.md'" in stderr
+    assert (out / "README.md").exists() and (out / "index.json").exists()
+
+    # the working folder (and any folder above it) is never replaced
+    monkeypatch.chdir(out)
+    for target in (".", "..", str(out)):
+        code, stderr = export(target)
+        assert code == 2 and stderr.count("\n") == 1, stderr
+        assert "working folder" in stderr and "Traceback" not in stderr
+    assert (out / "README.md").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
 def test_weights_and_onnx_match_pytorch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

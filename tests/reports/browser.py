@@ -128,18 +128,23 @@ class Browser:
             if "method" in reply:
                 self.events.append(reply)
 
-    def wait_event(self, method: str, timeout: float = 30.0) -> dict[str, Any]:
+    def wait_event(
+        self, method: str, timeout: float = 30.0, *, consume: bool = True
+    ) -> dict[str, Any]:
+        """The first event ``method`` (a blocking read of the pipe, up to ``timeout``). With
+        ``consume=False`` it stays in ``events`` for ``errors()`` and ``requests()``."""
         for event in self.events:
             if event["method"] == method:
-                self.events.remove(event)
+                if consume:
+                    self.events.remove(event)
                 return event
         deadline = time.monotonic() + timeout
         while True:
             message = self._read_message(deadline)
+            if "method" in message and (message["method"] != method or not consume):
+                self.events.append(message)
             if message.get("method") == method:
                 return message
-            if "method" in message:
-                self.events.append(message)
 
     # -- page -----------------------------------------------------------------------------------
     def open(self, url: str, *, timeout: float = 60.0) -> None:

@@ -9,7 +9,6 @@ import os
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import optuna
@@ -70,15 +69,29 @@ def png_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
+# Resolves, in the page, once COUNT plots are drawn (a MutationObserver sees plotly add their SVG),
+# or with what there is after MS milliseconds: the browser waits on the event, the test does not
+# poll.
+PLOTS_DRAWN = """
+new Promise(resolve => {
+  const plots = () => PLOTS;
+  const drawn = () => { const p = plots(); return p.length >= COUNT && p.every(x => x.drawn); };
+  if (drawn()) { resolve(plots()); return; }
+  const observer = new MutationObserver(() => { if (drawn()) done(); });
+  const timer = setTimeout(() => done(), MS);
+  function done() { observer.disconnect(); clearTimeout(timer); resolve(plots()); }
+  observer.observe(document.body, {childList: true, subtree: true, attributes: true});
+})
+"""
+
+
 def wait_for_plots(browser: Browser, count: int, timeout: float = 60.0) -> list[dict[str, object]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        plots = browser.evaluate(PLOTS)
-        if len(plots) >= count and all(p["drawn"] for p in plots):
-            return list(plots)
-        if time.monotonic() > deadline:
-            return list(plots)
-        time.sleep(0.25)
+    script = (
+        PLOTS_DRAWN.replace("PLOTS", PLOTS.strip())
+        .replace("COUNT", str(count))
+        .replace("MS", str(int(timeout * 1000)))
+    )
+    return list(browser.evaluate(script, timeout=timeout + 30))
 
 
 def test_error_detection_is_not_blind(chromium: str, tmp_path: Path) -> None:
@@ -90,7 +103,7 @@ def test_error_detection_is_not_blind(chromium: str, tmp_path: Path) -> None:
     )
     with Browser(chromium) as browser:
         browser.open(page.as_uri())
-        time.sleep(0.3)
+        browser.wait_event("Runtime.exceptionThrown", consume=False)  # boom-2, thrown later
         errors = browser.errors()
     assert any("boom-1" in e for e in errors), errors
     assert any("boom-2" in e for e in errors), errors

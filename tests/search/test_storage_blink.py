@@ -1,6 +1,11 @@
 """The database blinks mid-trial: storage calls are retried with backoff and no result is lost
 (issue 5, item 5). A TCP proxy between the worker and the real PostgreSQL drops every connection
-and refuses new ones for a few seconds while a trial trains."""
+and refuses new ones for a few seconds while a trial trains.
+
+The blink starts when the worker prints the first step of trial 0's epoch 2 (its progress line;
+the event-driven pattern of ``test_fault_tolerance``), on the ``MICRO_STEPS`` space (128 steps
+an epoch), so the trial is surely mid-training. Before, the test polled the study for a finished
+epoch 1 and then cut: on a fast host trial 0 (8 steps an epoch) could end meanwhile."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from optuna.trial import TrialState
 
-from tests.search.conftest import cli, cli_env, load, make_study, wait_for
+from tests.search.conftest import MICRO_STEPS, OutputLines, cli, cli_env, load, make_study
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 
@@ -77,7 +82,16 @@ class BlinkingProxy:
 
 
 def test_worker_survives_a_database_blink(postgres_url, tmp_path):
-    make_study(postgres_url, tmp_path, "blink", trials=2, budget=3, heartbeat=1, grace=30)
+    make_study(
+        postgres_url,
+        tmp_path,
+        "blink",
+        trials=2,
+        budget=3,
+        heartbeat=1,
+        grace=30,
+        space=MICRO_STEPS,
+    )
     parts = urlsplit(postgres_url)
     proxy = BlinkingProxy((parts.hostname or "127.0.0.1", parts.port or 5432))
     via_proxy = urlunsplit(parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}"))
@@ -90,23 +104,16 @@ def test_worker_survives_a_database_blink(postgres_url, tmp_path):
         text=True,
     )
     try:
-        wait_for(
-            lambda: (
-                len(
-                    load("blink", postgres_url)
-                    .get_trials(deepcopy=False)[0]
-                    .user_attrs.get("curve", [])
-                )
-                >= 1
-            ),
-            timeout=240,
-            what="epoch 1 of trial 0",
-        )
+        assert worker.stdout is not None
+        output = OutputLines(worker.stdout)
+        output.wait_for(r"^epoch 2/3: step 1/128, ", timeout=240)  # trial 0, mid-training
         proxy.cut(6)
-        out, _ = worker.communicate(timeout=400)
+        assert worker.wait(timeout=600) is not None
+        out = output.all(timeout=30)
     finally:
         if worker.poll() is None:
             worker.kill()
+            worker.wait()
         proxy.close()
     print(out)
     assert worker.returncode == 0, out

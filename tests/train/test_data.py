@@ -217,13 +217,17 @@ def test_synthetic_is_deterministic_and_learnable_shaped() -> None:
     assert parse_data_spec("synthetic") == ("synthetic", "10")
 
 
-def test_cifar_absent_and_offline_names_the_path(
+def test_cifar_absent_names_the_path_and_never_downloads(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A proxy on a closed local port: the download fails at once, online or not.
+    """Opening the data is how ``start`` checks a spec: it must not download (issue 10 audit).
+    Before the fix the check created the folder and tried the download."""
+    # A proxy on a closed local port: a download attempt would fail at once, online or not.
     for var in ("https_proxy", "HTTPS_PROXY", "http_proxy", "HTTP_PROXY"):
         monkeypatch.setenv(var, "http://127.0.0.1:9")
     where = tmp_path / "cifar"
-    with pytest.raises(DataError, match="no cifar10 dataset there and the download failed") as info:
+    with pytest.raises(DataError, match="no cifar10 dataset there") as info:
         build_data(f"cifar10:{where}", arch(num_classes=10), RECIPE)
     assert str(where) in str(info.value) and "\n" not in str(info.value)
+    assert "download=True" in str(info.value)  # says how to fetch it once
+    assert not where.exists()  # nothing created, nothing fetched

@@ -27,7 +27,9 @@ def test_digits_reaches_the_bar(digits_run: tuple[TrainResult, Path]) -> None:
     assert result.epochs_done == DIGITS_RECIPE["epochs"] and not result.stopped_early
     first, last = result.curve[0], result.curve[-1]
     assert last.val_top1 >= DIGITS_BAR, [m.val_top1 for m in result.curve]
-    assert last.val_top1 > first.val_top1 + 20  # it learned during the run
+    # It learned during the run. Epoch 1 already reads ~90% (BN statistics recomputed for its
+    # weights; the stale running statistics used to read far lower), so the loss shows it.
+    assert last.val_top1 > first.val_top1 and last.val_loss < first.val_loss - 0.1
 
 
 @pytest.mark.slow
@@ -137,8 +139,8 @@ def test_rung_then_resume_continues_the_same_schedule(pets: str, tmp_path: Path)
     # draws are seeded per epoch and per image, so stopping and resuming changes nothing.
     straight = train(cand, opts(pets, out_dir=tmp_path / "straight"))
     for a, b in zip(straight.curve, full.curve, strict=True):
-        assert (a.train_loss, a.val_loss, a.val_top1) == pytest.approx(
-            (b.train_loss, b.val_loss, b.val_top1), rel=1e-5
+        assert (a.train_loss, a.val_loss, a.val_top1, a.train_eval_loss) == pytest.approx(
+            (b.train_loss, b.val_loss, b.val_top1, b.train_eval_loss), rel=1e-5
         )
 
 
@@ -177,6 +179,9 @@ def test_should_stop_checkpoints_mid_epoch_and_resume_finishes(
     for a, b in zip(straight.curve, done.curve, strict=True):
         assert (a.train_loss, a.train_top1, a.val_loss, a.val_top1_raw) == pytest.approx(
             (b.train_loss, b.train_top1, b.val_loss, b.val_top1_raw), rel=1e-6
+        )
+        assert (a.train_eval_loss, a.train_eval_top1) == pytest.approx(
+            (b.train_eval_loss, b.train_eval_top1), rel=1e-6
         )
 
 

@@ -90,7 +90,9 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_group(scenario: str, folder: Path) -> list[subprocess.Popen[str]]:
+def start_group(
+    scenario: str, folder: Path, *, script: str = RANK_SCRIPT
+) -> list[subprocess.Popen[str]]:
     port = str(_free_port())
     procs = []
     for rank in range(2):
@@ -105,7 +107,7 @@ def start_group(scenario: str, folder: Path) -> list[subprocess.Popen[str]]:
         )
         procs.append(
             subprocess.Popen(
-                [sys.executable, "-c", RANK_SCRIPT, scenario, str(folder)],
+                [sys.executable, "-c", script, scenario, str(folder)],
                 env=env,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
