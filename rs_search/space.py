@@ -34,7 +34,11 @@ space, like ``name`` and ``description``: it is not part of the fingerprint.
 Optuna parameter names are ``arch.<key>`` and ``recipe.<key>``; a layout is stored as its label
 (``"50"`` or ``"2-2-2-2"``) because Optuna choices must be scalars. Parameters are suggested in
 the spec's field order, so a seeded sampler gives the same candidate whatever the key order of
-the file. Every problem is a ``SpaceError`` naming the file, the key path and what is allowed.
+the file. A parameter that cannot matter under another's value (``INACTIVE``: RandAugment's
+magnitude with no RandAugment layer) is not suggested at all: it takes one canonical value, so a
+sampler neither spends trials on no-effect variants nor learns from a dimension that does nothing
+(Optuna's conditional search spaces, as in its ``define-by-run`` examples).
+Every problem is a ``SpaceError`` naming the file, the key path and what is allowed.
 """
 
 from __future__ import annotations
@@ -422,6 +426,60 @@ class Seed:
 
 
 # ---------------------------------------------------------------------------------------------
+# Inactive (conditional) parameters
+
+
+@dataclass(frozen=True, kw_only=True)
+class Inactive:
+    """``param`` has no effect when ``when`` equals ``equals`` (Optuna names)."""
+
+    param: str
+    when: str
+    equals: Any
+    why: str
+
+
+# Each rule cites the code that makes the parameter dead; a rule that is wrong would merge two
+# different runs, so only exact no-ops belong here. ``when`` comes before ``param`` in the
+# sampling order (the spec's field order), so ``SearchSpace.sample`` knows it when it gets there.
+INACTIVE: tuple[Inactive, ...] = (
+    Inactive(
+        param="recipe.randaug_magnitude",
+        when="recipe.randaug_layers",
+        equals=0,
+        why="no RandAugment layer is applied (rs_search/train/augment.py)",
+    ),
+    Inactive(
+        param="arch.stem_width",
+        when="arch.resnet_d",
+        equals=False,
+        why="the classic stem is one 7x7 conv of 64 channels (rs_search/models/resnet.py)",
+    ),
+)
+
+
+def inactive_rule(name: str, values: Mapping[str, Any]) -> Inactive | None:
+    """The rule that makes parameter ``name`` dead under the (Optuna-named) ``values`` so far,
+    or None when it matters."""
+    for rule in INACTIVE:
+        if rule.param == name and rule.when in values:
+            when = values[rule.when]
+            if when == rule.equals and type(when) is type(rule.equals):
+                return rule
+    return None
+
+
+def canonical_value(domain: Domain) -> Any:
+    """The one value an inactive parameter takes: the fixed value, the first choice, the low end
+    of a range."""
+    if isinstance(domain, Fixed):
+        return domain.value
+    if isinstance(domain, Choice):
+        return domain.choices[0]
+    return domain.low
+
+
+# ---------------------------------------------------------------------------------------------
 # The space
 
 
@@ -494,9 +552,29 @@ class SearchSpace:
     # -- sampling ----------------------------------------------------------------------------
 
     def sample(self, trial: optuna.Trial, *, epochs: int) -> Candidate:
-        """Suggest every searched parameter on ``trial`` and build the candidate it names."""
-        values = {p.name: p.domain.suggest(trial, p.name) for p in self.params}
+        """Suggest every searched parameter on ``trial`` and build the candidate it names. An
+        inactive parameter (``INACTIVE``) is not suggested: it takes its canonical value."""
+        values: dict[str, Any] = {}
+        for p in self.params:
+            if inactive_rule(p.name, values) is not None:
+                values[p.name] = canonical_value(p.domain)
+            else:
+                values[p.name] = p.domain.suggest(trial, p.name)
         return candidate_from_values(values, epochs=epochs)
+
+    def normalise_values(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Optuna-named ``values`` with every inactive parameter at its canonical value."""
+        out = dict(values)
+        for rule in INACTIVE:
+            if rule.param in out and inactive_rule(rule.param, out) is not None:
+                out[rule.param] = canonical_value(self.param(rule.param).domain)
+        return out
+
+    def normalise(self, candidate: Candidate) -> Candidate:
+        """``candidate`` with its inactive parameters canonical: two spellings of the same run
+        become one candidate with one ``key()`` (what ``sample`` returns for it)."""
+        values = self.normalise_values(candidate_values(candidate))
+        return candidate_from_values(values, epochs=candidate.recipe.epochs)
 
     def seed_params(self, seed: Seed | Candidate) -> dict[str, Any]:
         """The searched parameters of ``seed`` under their Optuna names, for ``enqueue_trial``.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from rs_search.errors import SpaceError
-from rs_search.space import SearchSpace, load_space, parse_space
+from rs_search.space import (
+    INACTIVE,
+    SearchSpace,
+    candidate_values,
+    inactive_rule,
+    load_space,
+    parse_space,
+)
 from rs_search.specs import NAMED_LAYOUTS, ArchSpec, Candidate, RecipeSpec
 
 SPACES = Path(__file__).resolve().parents[1] / "spaces"
@@ -492,8 +500,11 @@ def test_shipped_spaces_sample_valid_candidates_inside_their_domains(name: str) 
         candidate = space.sample(trial, epochs=3)
         assert isinstance(candidate, Candidate) and candidate.recipe.epochs == 3
         assert space.violations(candidate) == []
+        values = candidate_values(candidate)
         for p in space.searched_params():
-            assert p.name in trial.params
+            # every searched parameter is suggested unless it cannot matter (INACTIVE)
+            dead = inactive_rule(p.name, values) is not None
+            assert (p.name in trial.params) != dead, p.name
         seen.add(candidate.arch.key())
         # the stored Optuna params rebuild the same candidate (how a worker resumes a trial)
         rebuilt = space.sample(optuna.trial.FixedTrial(trial.params), epochs=3)
@@ -736,3 +747,38 @@ def test_quickstart_space_fits_a_small_cpu() -> None:
     assert all(
         sum(a.layout) <= 8 and a.resolution <= 64 and a.width <= 0.5 for a in space.architectures()
     )
+
+
+def test_an_inactive_parameter_is_not_sampled_and_takes_its_canonical_value() -> None:
+    # quickstart searches randaug_layers [0, 1] and randaug_magnitude [5, 10]: with no layer the
+    # magnitude does nothing (rs_search/train/augment.py), so it must not be a sampled dimension
+    space = load_space(SPACES / "quickstart.yaml")
+    study = optuna.create_study(
+        sampler=optuna.samplers.RandomSampler(seed=3), directions=space.directions
+    )
+    layers = {0: 0, 1: 0}
+    for _ in range(60):
+        trial = study.ask()
+        candidate = space.sample(trial, epochs=2)
+        layers[candidate.recipe.randaug_layers] += 1
+        if candidate.recipe.randaug_layers == 0:
+            assert "recipe.randaug_magnitude" not in trial.params
+            assert candidate.recipe.randaug_magnitude == 5  # the first choice
+        else:
+            assert trial.params["recipe.randaug_magnitude"] in (5, 10)
+        assert space.normalise(candidate) == candidate
+    assert layers[0] > 0 and layers[1] > 0
+
+
+def test_normalise_merges_the_spellings_of_one_run_and_keeps_different_runs_apart() -> None:
+    space = load_space(SPACES / "quickstart.yaml")
+    seed = space.seeds[0].candidate(epochs=4)
+    assert seed.recipe.randaug_layers == 0
+    spelled = replace(seed, recipe=replace(seed.recipe, randaug_magnitude=10))
+    assert spelled.key() != seed.key()
+    assert space.normalise(spelled).key() == space.normalise(seed).key()
+    on = replace(seed, recipe=replace(seed.recipe, randaug_layers=1, randaug_magnitude=10))
+    assert space.normalise(on) == on  # with a layer the magnitude matters
+    # every rule's controlling parameter is sampled before the one it switches off
+    order = [p.name for p in space.params]
+    assert all(order.index(r.when) < order.index(r.param) for r in INACTIVE)

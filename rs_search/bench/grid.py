@@ -1,10 +1,11 @@
 """Which candidates a benchmark table holds: a pure, seeded function of the space.
 
 - **Equivalent candidates are one.** A parameter that cannot change training or inference under
-  another parameter's value (``INACTIVE``: RandAugment's magnitude when it applies no layers, the
-  deep stem's width when the classic stem is used) is set to one canonical value of its domain
-  (the fixed value, the first choice, the low end of a range), so the two spellings of the same
-  run share one key and are trained once.
+  another parameter's value (``rs_search.space.INACTIVE``, shared with the search's sampling:
+  RandAugment's magnitude when it applies no layers, the deep stem's width when the classic stem
+  is used) is set to one canonical value of its domain (the fixed value, the first choice, the
+  low end of a range), so the two spellings of the same run share one key and are trained once,
+  and a table holds exactly the candidates ``SearchSpace.sample`` can return.
 - **Small spaces are tabulated whole.** When the space has at most ``n`` distinct (normalised)
   candidates, the table holds all of them; otherwise ``n`` distinct ones drawn with ``seed``:
   uniformly over the distinct candidates when the space can be enumerated (at most
@@ -28,14 +29,15 @@ from typing import Any, Literal
 
 from rs_search.errors import RsSearchError
 from rs_search.space import (
+    INACTIVE,
     Choice,
     Domain,
     Fixed,
     FloatRange,
+    Inactive,
     IntRange,
     SearchSpace,
     candidate_from_values,
-    candidate_values,
 )
 from rs_search.specs import Candidate
 
@@ -60,55 +62,14 @@ class GridError(RsSearchError):
     """The space cannot give the grid asked for."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Inactive:
-    """``param`` has no effect when ``when`` equals ``equals`` (Optuna names)."""
-
-    param: str
-    when: str
-    equals: Any
-    why: str
-
-
-# Each rule cites the code that makes the parameter dead; a rule that is wrong would merge two
-# different runs, so only exact no-ops belong here.
-INACTIVE: tuple[Inactive, ...] = (
-    Inactive(
-        param="recipe.randaug_magnitude",
-        when="recipe.randaug_layers",
-        equals=0,
-        why="no RandAugment layer is applied (rs_search/train/augment.py)",
-    ),
-    Inactive(
-        param="arch.stem_width",
-        when="arch.resnet_d",
-        equals=False,
-        why="the classic stem is one 7x7 conv of 64 channels (rs_search/models/resnet.py)",
-    ),
-)
-
-
-def _canonical(domain: Domain) -> Any:
-    if isinstance(domain, Fixed):
-        return domain.value
-    if isinstance(domain, Choice):
-        return domain.choices[0]
-    return domain.low
-
-
 def normalise_values(values: Mapping[str, Any], space: SearchSpace) -> dict[str, Any]:
     """Optuna-named values with every inactive parameter set to its canonical value."""
-    out = dict(values)
-    for rule in INACTIVE:
-        if rule.param in out and out.get(rule.when) == rule.equals:
-            out[rule.param] = _canonical(space.param(rule.param).domain)
-    return out
+    return space.normalise_values(values)
 
 
 def normalise(candidate: Candidate, space: SearchSpace) -> Candidate:
-    """``candidate`` with its inactive parameters canonical (see ``INACTIVE``)."""
-    values = normalise_values(candidate_values(candidate), space)
-    return candidate_from_values(values, epochs=candidate.recipe.epochs)
+    """``candidate`` with its inactive parameters canonical (``rs_search.space.INACTIVE``)."""
+    return space.normalise(candidate)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,6 +20,21 @@ The order follows DESIGN.md section 3:
 
 NaN loss, out-of-memory and data errors fail the trial with ``fail_reason``; ``worker.py`` tells
 ``study.optimize`` to catch them so the worker goes on.
+
+**Repeats.** In a small, mostly categorical space the sampler proposes candidates an earlier trial
+already trained (issue 11: a quickstart search without halving retrained the seed
+``1-1-1-1 w0.25 r32`` for the full budget). Such a trial is not trained: the result of the
+earliest trial that trained the same candidate (same ``key()`` once inactive parameters are
+canonical, ``SearchSpace.normalise``) stands for it. The repeat is marked ``repeat_of`` and ends
+pruned at once, spending no epoch, so the front holds the candidate once and the sampler is told
+to move on: TPE ranks a pruned trial without intermediate values among the worst, so it stops
+proposing a point it has evaluated, while the original keeps its place among the best. Reporting
+the original's values instead (Optuna's FAQ on duplicated samples) was tried in the tabular
+replay and measured: TPE, more confident with every copy, proposed the seeds again some 200 times
+in a row and never spent its compute on anything new. Training the repeat as a deliberate
+replicate with another seed would measure the seed-to-seed spread, but a search is the wrong place
+to buy that by chance, on whichever candidate the sampler happens to repeat. An original that
+failed or is still running is no answer: the repeat trains.
 """
 
 from __future__ import annotations
@@ -30,7 +45,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import optuna
 
@@ -50,7 +65,7 @@ from rs_search.specs import Candidate
 from rs_search.study import attrs
 from rs_search.study.queue import stored_record
 from rs_search.study.read import study_records
-from rs_search.study.record import Measurements, TrialRecord
+from rs_search.study.record import Measurements, TrialRecord, trial_record
 from rs_search.study.settings import StudySettings
 
 _log = logging.getLogger("rs_search.search")
@@ -102,6 +117,10 @@ class Objective:
     on_outcome: Callable[[TrialOutcome], None] | None = None
     world_size: int = 1  # processes that train each trial (a torchrun group under --nproc)
     current: int | None = field(default=None, init=False)
+    # finished trial -> (its candidate's canonical key, or None; its record), for repeats
+    _answers: dict[int, tuple[str | None, TrialRecord]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, ...]:
         self.current = trial.number
@@ -174,8 +193,46 @@ class Objective:
             return self._values(0.0, figures)
         if self.should_stop():
             raise TrialInterrupted("stopped before training")
-
+        original = self._original(trial, stored, candidate)
+        if original is not None:
+            self._reuse(trial, original)
         return self._train(trial, stored, candidate, figures)
+
+    def _original(
+        self, trial: optuna.Trial, stored: TrialRecord, candidate: Candidate
+    ) -> TrialRecord | None:
+        """The earliest other trial that trained ``candidate`` to a result (complete and trained,
+        or pruned), or None (module docstring, "Repeats"). A retry is not a repeat of the trial
+        it stands in for."""
+        key = self.space.normalise(candidate).key()
+        for frozen in trial.study.get_trials(deepcopy=False):
+            if frozen.number == trial.number:
+                continue
+            known = self._answers.get(frozen.number)
+            if known is None:
+                record = trial_record(frozen, self.settings.objectives)
+                trained = record.state == "COMPLETE" and record.rejected is None
+                if not (trained or record.state == "PRUNED"):
+                    continue  # not finished (or no answer): looked at again next time
+                answer = None
+                if record.candidate is not None and record.repeat_of is None:
+                    answer = self.space.normalise(record.candidate).key()
+                # a finished trial no longer changes: read it once per worker
+                known = self._answers[frozen.number] = (answer, record)
+            answer, record = known
+            if answer == key and record.retry_origin != stored.retry_origin:
+                return record
+        return None
+
+    def _reuse(self, trial: optuna.Trial, original: TrialRecord) -> NoReturn:
+        """End a repeat (module docstring, "Repeats"): pruned, its original's result standing."""
+        trial.set_user_attr(attrs.REPEAT_OF, original.number)
+        if original.state == "PRUNED":
+            where = f" at epoch {original.epochs_trained}" if original.curve else ""
+            result = f"which was pruned{where}"
+        else:
+            result = "whose result stands for it"
+        raise optuna.TrialPruned(f"a repeat of trial {original.number}, {result}: nothing trained")
 
     def _constrain(
         self,

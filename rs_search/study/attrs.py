@@ -17,6 +17,9 @@ Trial user attributes (plain JSON, shown by optuna-dashboard):
   (the proposed ``Candidate.to_dict()``): a scaling rule's proposal;
 - ``fixed_candidate``: a whole candidate the worker trains instead of sampling one (a proposal
   that lies outside the study's space);
+- ``repeat_of``: the sampler proposed a candidate an earlier trial trained (the same run, inactive
+  parameters aside); this trial was pruned untrained, that trial's result standing for it
+  (``rs_search.search.objective``, "Repeats");
 - ``rs_slot``: an empty budget slot ``start`` enqueued (the sampler fills it);
 - ``checkpoint_artifact``: the newest checkpoint in a remote artifact store (``{"id", "file"}``).
 
@@ -53,6 +56,7 @@ SOURCE_TRIAL = "source_trial"
 PROPOSAL = "proposal"
 FIXED_CANDIDATE = "fixed_candidate"
 SLOT = "rs_slot"
+REPEAT_OF = "repeat_of"
 CHECKPOINT_ARTIFACT = "checkpoint_artifact"
 RUNG_PREFIX = "rung_"
 

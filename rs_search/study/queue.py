@@ -91,6 +91,18 @@ def enqueue_work(
     return seeds, slots
 
 
+def top_up_slots(study: optuna.Study, spare: int, objectives: Sequence[str]) -> int:
+    """Enqueue empty budget slots until ``spare`` are waiting; returns how many were added. Reads
+    only the waiting trials (``enqueue_work`` reads them all), for a caller that keeps a budget
+    open as it goes: the tabular replay (``rs_search.bench.replay``) tops up after every trial."""
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    empty = sum(1 for t in waiting if trial_record(t, objectives).is_empty_slot)
+    index = len(study.get_trials(deepcopy=False))  # unique: no slot has an index this high yet
+    for i in range(max(0, spare - empty)):
+        study.enqueue_trial({}, user_attrs={attrs.SLOT: index + i})
+    return max(0, spare - empty)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Queued:
     number: int | None  # None: nothing was enqueued (the same parameters are queued already)

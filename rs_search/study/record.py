@@ -69,6 +69,7 @@ class TrialRecord:
     proposal: Candidate | None = None  # a rule proposal's candidate, set when it was enqueued
     fixed_candidate: Candidate | None = None  # a whole candidate to train instead of sampling
     slot: int | None = None  # a budget slot's index (``start``)
+    repeat_of: int | None = None  # a repeat: this earlier trial's result stands for it
     queued_params: Mapping[str, Any] = field(default_factory=dict)  # params enqueued with it
     measured: Measurements = field(default_factory=Measurements)
     retry_origin: int = -1  # the trial this one retries at the root of its chain (else itself)
@@ -249,6 +250,7 @@ def trial_record(trial: FrozenTrial, objectives: Sequence[str]) -> TrialRecord:
         proposal=proposal,
         fixed_candidate=fixed,
         slot=_int(user.get(attrs.SLOT)),
+        repeat_of=_int(user.get(attrs.REPEAT_OF)),
         queued_params=_mapping(trial.system_attrs.get(attrs.FIXED_PARAMS)) or {},
         measured=Measurements(
             latency_ms=_finite(user.get(attrs.LATENCY_MS)),
