@@ -225,6 +225,10 @@ class Header:
     seconds: Mapping[str, float] = field(
         default_factory=lambda: {"train": 0.0, "latency": 0.0, "wall": 0.0}
     )
+    # when ``rs-search bench retime`` measured every latency again (None: as built); training
+    # curves do not depend on the machine's load, timings do, so a table trained on a busy machine
+    # is retimed on a quiet one
+    latency_retimed_at: str | None = None
 
     def identity(self) -> dict[str, Any]:
         """What must match for a rerun to continue this table rather than start another."""
@@ -262,6 +266,7 @@ class Header:
             "created_at": self.created_at,
             "updated_at": self.updated_at,
             "seconds": {k: _round(float(v)) for k, v in self.seconds.items()},
+            "latency_retimed_at": self.latency_retimed_at,
         }
 
 
@@ -503,6 +508,9 @@ def _header(data: dict[str, Any]) -> Header:
         created_at=_get(data, "created_at", str, where),
         updated_at=_get(data, "updated_at", str, where),
         seconds={k: _number(seconds, k, f"{where}.seconds") for k in ("train", "latency", "wall")},
+        latency_retimed_at=_get(data, "latency_retimed_at", (str, type(None)), where)
+        if "latency_retimed_at" in data
+        else None,
     )
 
 

@@ -282,3 +282,54 @@ def show_command(
         f"{len(loss.pruned)} of {len(loss.front)} true-front candidates"
         + "".join(f"\n  {e.label}: pruned at epoch {epoch}" for e, epoch in loss.pruned)
     )
+
+
+@bench_app.command("retime")
+def retime_command(
+    table_file: Annotated[
+        Path, typer.Argument(help="A table made by `rs-search bench table`.", show_default=False)
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Where the retimed table goes (may be TABLE itself).")
+    ],
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            "--storage",
+            help="SQLAlchemy URL of the latency cache to measure into (default: a fresh SQLite "
+            "file beside --out, removed afterwards; a cache's figure is reused, not retaken).",
+        ),
+    ] = None,
+) -> None:
+    """Measure the latency of every trained candidate again on the table's target profile and
+    write the table with the new figures (the curves are kept). Train a table on a busy machine,
+    retime it on a quiet one: timings depend on the load, seeded training does not."""
+    import tempfile
+
+    from rs_search.bench.retime import retime_table
+    from rs_search.bench.table import load_table, write_table
+    from rs_search.env import Environment
+    from rs_search.latency.window import protocol_for
+
+    protocol = protocol_for(Environment.from_environ())
+    table = load_table(table_file)
+    stop = threading.Event()
+    previous = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with tempfile.TemporaryDirectory(dir=out.resolve().parent, prefix=".retime-") as scratch:
+            retimed = retime_table(
+                table,
+                storage=storage or f"sqlite:///{Path(scratch) / 'latency.db'}",
+                protocol=protocol,
+                should_stop=stop.is_set,
+                on_figure=lambda label, f: typer.echo(
+                    f"{label}: {f.median_ms:.3g} ms (p90 {f.p90_ms:.3g}, "
+                    f"{'stable' if f.stable else 'UNSTABLE'})"
+                ),
+            )
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    write_table(out, retimed)
+    unstable = sum(1 for e in retimed.done if e.latency is not None and not e.latency.stable)
+    typer.echo(f"{out}: {len(retimed.done)} candidates retimed; {unstable} figures unstable")
