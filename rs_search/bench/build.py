@@ -21,6 +21,7 @@ as a search trial would fail, and is not retried.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 import shutil
@@ -271,8 +272,11 @@ def _interrupted(out: Path, table: Table) -> TableInterrupted:
 def table_lock(work: Path, out: Path) -> Iterator[None]:
     """Hold the exclusive right to build ``out`` (plan and build under it): a second process
     gets a ``TableError`` naming the holder instead of training the same candidates again. The
-    kernel drops the lock when its holder dies, however it dies. An empty work directory is
-    removed on the way out (a complete table leaves nothing behind)."""
+    kernel drops the lock when its holder dies, however it dies. It is a POSIX record lock
+    (``lockf``), owned by this process alone: a ``flock`` would be shared with the forked
+    loader processes, which outlive a killed builder by seconds and would refuse the rerun.
+    An empty work directory is removed on the way out (a complete table leaves nothing
+    behind)."""
     try:
         work.mkdir(parents=True, exist_ok=True)
         handle = open(work / _LOCK, "a+")  # noqa: SIM115 - held for the whole build
@@ -280,8 +284,10 @@ def table_lock(work: Path, out: Path) -> Iterator[None]:
         raise TableError(f"{work}: cannot create the work folder ({exc.strerror or exc})") from None
     try:
         try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EAGAIN):  # held elsewhere: these two
+                raise TableError(f"{work}: cannot lock the work folder ({exc.strerror})") from None
             handle.seek(0)
             holder = handle.read().strip()[:40] or "another process"
             raise TableError(

@@ -4,21 +4,28 @@ and the refusals (another process building the table, other settings, bad flags)
 
 from __future__ import annotations
 
-import fcntl
 import json
+import os
 import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 
-from rs_search.bench.build import default_work_dir
+from rs_search.bench.build import default_work_dir, table_lock
 from rs_search.bench.table import load_table
 from rs_search.cli.main import main
 from rs_search.train.checkpoint import checkpoint_paths
 from tests.bench.helpers import NANO
 from tests.search.conftest import cli, cli_env, wait_for
 
+HOLD_LOCK = (
+    "import fcntl, sys; f = open(sys.argv[1], 'a+'); "
+    "fcntl.lockf(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB); print('held', flush=True); "
+    "sys.stdin.read()"
+)
 ARGS = ["bench", "table", "--space", str(NANO), "--data", "synthetic", "--budget", "4epochs"]
 
 
@@ -135,16 +142,41 @@ def test_a_second_build_of_the_same_table_is_refused(
     out = tmp_path / "nano.jsonl"
     work = default_work_dir(out)
     work.mkdir()
-    with open(work / ".lock", "a+") as held:
-        fcntl.flock(held.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        held.write("pid 4242")
-        held.flush()
+    (work / ".lock").write_text("pid 4242")
+    holder = subprocess.Popen(  # another process holds the build's lock, as a builder would
+        [sys.executable, "-c", HOLD_LOCK, str(work / ".lock")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
         with pytest.raises(SystemExit) as info:
             main([*ARGS, "--out", str(out)])
+    finally:
+        holder.communicate("", timeout=60)
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert err == f"error: {out} is being built by pid 4242; wait for it, or stop it and rerun\n"
     assert not out.exists() or load_table(out).done == ()
+
+
+def test_the_lock_is_not_shared_with_forked_children(tmp_path: Path) -> None:
+    """A killed builder's forked loader processes outlive it by seconds; the lock must not."""
+    out = tmp_path / "nano.jsonl"
+    work = default_work_dir(out)
+    with table_lock(work, out):
+        (work / "candidate").mkdir()  # a build in progress: the lock file stays
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child only sleeps, as a loader process would
+            time.sleep(30)
+            os._exit(0)
+    try:
+        with table_lock(work, out):  # the parent let go; the sleeping child holds nothing
+            assert (work / ".lock").read_text() == f"pid {os.getpid()}"
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
 
 
 def test_a_table_made_with_other_settings_is_not_continued(
