@@ -15,22 +15,12 @@ from pathlib import Path
 import optuna
 import pytest
 
-from rs_search.cli.main import main
+from tests.cli_runner import run_in_process
 from tests.reports.factory import demo_study
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 STUDY = "outputs"
-
-
-def run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line(code: int, err: str) -> str:
@@ -58,11 +48,11 @@ def test_report_to_a_place_that_cannot_be_written(
         (afile / "report.html", "is not a folder"),
         (folder, "is a folder"),
     ):
-        code, _, err = run(
+        code, _, err = run_in_process(
             ["report", "--study", STUDY, "--storage", storage, "--out", str(out)], capsys
         )
         assert words in one_line(code, err)
-    code, _, err = run(
+    code, _, err = run_in_process(
         ["report", "--study", STUDY, "--storage", storage, "--out", str(folder / "r.html")]
         + ["--png", str(afile)],
         capsys,
@@ -74,7 +64,7 @@ def test_report_to_a_place_that_cannot_be_written(
 
 def test_dashboard_port_out_of_range(storage: str, capsys: pytest.CaptureFixture[str]) -> None:
     for port in ("99999", "-1"):
-        code, _, err = run(["dashboard", "--storage", storage, "--port", port], capsys)
+        code, _, err = run_in_process(["dashboard", "--storage", storage, "--port", port], capsys)
         assert f"--port {port}: must be between 0 and 65535" in one_line(code, err)
 
 
@@ -105,7 +95,7 @@ def test_a_bad_storage_retry_window_stops_every_entry(
     monkeypatch.setenv("RS_SEARCH_STORAGE", storage)
     monkeypatch.chdir(tmp_path)
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, _, err = run(argv, capsys)
+    code, _, err = run_in_process(argv, capsys)
     assert one_line(code, err).startswith(f"error: $RS_SEARCH_STORAGE_RETRY_S={value!r}: ")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert optuna.get_all_study_names(storage) == [STUDY]

@@ -17,20 +17,10 @@ from rs_search.cli.main import main
 from rs_search.errors import SpaceError
 from rs_search.space import load_space
 from rs_search.specs import Candidate
+from tests.cli_runner import run_in_process
 from tests.test_space import MALFORMED, SPACES
 
 BAD = "architecture: {depth: [2, 2, 2, 2]}\n"
-
-
-def run(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """Run the console entry point in-process; returns (exit status, stdout, stderr)."""
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.mark.parametrize(
@@ -41,7 +31,7 @@ def test_check_bad_space_is_one_line_and_exit_2(
 ) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(text)
-    code, out, err = run(["space", "check", str(path)], capsys)
+    code, out, err = run_in_process(["space", "check", str(path)], capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith(f"error: {path}: "), err
     assert where in err and allowed in err
@@ -81,7 +71,7 @@ def test_check_shows_parameters_architectures_and_cost_range(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(console, "width", 160)  # the depth domain on one line of the table
-    code, out, _ = run(
+    code, out, _ = run_in_process(
         ["space", "check", str(SPACES / "resnet_rs.yaml"), "--no-complexity"], capsys
     )
     assert code == 0
@@ -100,7 +90,7 @@ def test_check_shows_parameters_architectures_and_cost_range(
 
 def test_check_prints_where_each_range_comes_from(capsys: pytest.CaptureFixture[str]) -> None:
     space = load_space(SPACES / "resnet_rs.yaml")
-    code, out, _ = run(
+    code, out, _ = run_in_process(
         ["space", "check", str(SPACES / "resnet_rs.yaml"), "--no-complexity"], capsys
     )
     assert code == 0
@@ -121,12 +111,14 @@ def test_check_sources_are_text_not_markup(
         "architecture: {depth: 50, width: [0.5, 1.0], resolution: [16, 32]}\n"
         "sources: {architecture: {width: '[red]paper[/red] Table [1]'}}\n"
     )
-    code, out, _ = run(["space", "check", str(path), "--no-complexity"], capsys)
+    code, out, _ = run_in_process(["space", "check", str(path), "--no-complexity"], capsys)
     assert code == 0
     assert "arch.width: [red]paper[/red] Table [1]" in out
     assert "[bold]odd[/bold]" in out
     assert "no source given for: arch.resolution" in out
-    code, out, _ = run(["space", "check", str(SPACES / "tiny.yaml"), "--no-complexity"], capsys)
+    code, out, _ = run_in_process(
+        ["space", "check", str(SPACES / "tiny.yaml"), "--no-complexity"], capsys
+    )
     assert code == 0 and "Sources" not in out
 
 
@@ -135,7 +127,7 @@ def test_check_counts_params_and_flops_of_the_extremes(capsys: pytest.CaptureFix
 
     space = load_space(SPACES / "tiny.yaml")
     small, large = space.extreme_architectures()
-    code, out, _ = run(["space", "check", str(SPACES / "tiny.yaml")], capsys)
+    code, out, _ = run_in_process(["space", "check", str(SPACES / "tiny.yaml")], capsys)
     assert code == 0
     text = " ".join(out.split())  # undo the console's line wrapping
     low, high = count_params(small[0]), count_params(large[0])
@@ -159,7 +151,7 @@ def _sampled(space_file: Path, seed: int, epochs: int) -> Candidate:
 def test_sample_to_stdout_is_the_seeded_candidate(
     name: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, err = run(
+    code, out, err = run_in_process(
         ["space", "sample", str(SPACES / name), "--budget", "12epochs", "--seed", "5"], capsys
     )
     assert code == 0 and err == ""
@@ -175,7 +167,7 @@ def test_sample_out_round_trips_and_leaves_no_temp_file(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out_file = tmp_path / "cand.yaml"
-    code, out, err = run(
+    code, out, err = run_in_process(
         [
             "space",
             "sample",
@@ -198,7 +190,7 @@ def test_sample_out_round_trips_and_leaves_no_temp_file(
 def test_sample_without_seed_prints_a_seed_that_reproduces_it(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    code, out, _ = run(
+    code, out, _ = run_in_process(
         ["space", "sample", str(SPACES / "quickstart.yaml"), "--budget", "2epochs"], capsys
     )
     assert code == 0
@@ -211,7 +203,9 @@ def test_sample_without_seed_prints_a_seed_that_reproduces_it(
 
 @pytest.mark.parametrize("budget", ["350", "abc", "0epochs", "3.5epochs", "10steps"])
 def test_sample_bad_budget_names_the_units(budget: str, capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, err = run(["space", "sample", str(SPACES / "tiny.yaml"), "--budget", budget], capsys)
+    code, out, err = run_in_process(
+        ["space", "sample", str(SPACES / "tiny.yaml"), "--budget", budget], capsys
+    )
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and "units: epochs, epoch, ep" in err
 
@@ -220,7 +214,7 @@ def test_sample_unwritable_out_fails_cleanly(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     target = tmp_path / "missing" / "cand.yaml"
-    code, _, err = run(
+    code, _, err = run_in_process(
         ["space", "sample", str(SPACES / "tiny.yaml"), "--budget", "3ep", "--out", str(target)],
         capsys,
     )
@@ -229,7 +223,7 @@ def test_sample_unwritable_out_fails_cleanly(
 
 
 def test_missing_space_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    code, _, err = run(["space", "check", str(tmp_path / "nope.yaml")], capsys)
+    code, _, err = run_in_process(["space", "check", str(tmp_path / "nope.yaml")], capsys)
     assert (
         code == 2
         and err
@@ -249,7 +243,7 @@ def test_missing_space_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 def test_every_command_and_option_has_help(
     argv: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
-    code, out, _ = run(argv, capsys)
+    code, out, _ = run_in_process(argv, capsys)
     assert code == 0
     text = " ".join(out.split())
     for option in re.findall(r"(--[a-z][a-z-]+)", text):

@@ -13,7 +13,6 @@ import torch
 import yaml
 from optuna.trial import TrialState, create_trial
 
-from rs_search.cli.main import main
 from rs_search.models import build_model
 from rs_search.search.artifacts import CheckpointStore
 from rs_search.search.settings import settings_from_space
@@ -22,6 +21,7 @@ from rs_search.specs import ArchSpec, Candidate, RecipeSpec
 from rs_search.storage.url import mask_url
 from rs_search.train.checkpoint import save_checkpoint
 from rs_search.train.recipe import WarmupEma
+from tests.cli_runner import run_in_process
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
 STUDY = "export-test"
@@ -191,16 +191,6 @@ def write_checkpoint(artifacts: Path, number: int, cand: Candidate) -> dict[str,
     }
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 @pytest.fixture(params=["sqlite", "postgres"])
 def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
@@ -213,7 +203,7 @@ def test_export_writes_the_front_with_reasons_and_provenance(
 ) -> None:
     make_study(storage, tmp_path / "artifacts")
     out = tmp_path / "export"
-    code, stdout, stderr = run_cli(
+    code, stdout, stderr = run_in_process(
         ["export", "--study", STUDY, "--storage", storage, "--out", str(out)], capsys
     )
     assert code == 0, stderr
@@ -276,7 +266,7 @@ def test_no_finished_trial_exits_2_with_one_line(
     study = make_study(storage, tmp_path / "artifacts", with_trials=False)
     study.add_trial(_trial(FAST, 0.0, 0.0, state=TrialState.FAIL, fail_reason="boom"))
     out = tmp_path / "export"
-    code, stdout, stderr = run_cli(
+    code, stdout, stderr = run_in_process(
         ["export", "--study", STUDY, "--storage", storage, "--out", str(out)], capsys
     )
     assert code == 2
@@ -293,19 +283,19 @@ def test_out_dir_is_written_whole_or_not_at_all(
     out = tmp_path / "export"
     out.mkdir()
     (out / "keep.txt").write_text("mine")
-    code, _, stderr = run_cli(
+    code, _, stderr = run_in_process(
         ["export", "--study", STUDY, "--storage", storage, "--out", str(out)], capsys
     )
     assert code == 2 and "not empty" in stderr
     (out / "keep.txt").unlink()
-    code, _, stderr = run_cli(
+    code, _, stderr = run_in_process(
         ["export", "--study", STUDY, "--storage", storage, "--out", str(out)], capsys
     )
     assert code == 0, stderr  # an empty folder is filled
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     # --weights without checkpoints fails after writing some files: the previous export that
     # --overwrite would replace is left as it was, and nothing else is left behind
-    code, _, stderr = run_cli(
+    code, _, stderr = run_in_process(
         [
             "export",
             "--study",
@@ -335,7 +325,7 @@ def test_overwrite_replaces_only_a_previous_export(
     make_study(storage, tmp_path / "artifacts")
 
     def export(out: Path | str) -> tuple[int, str]:
-        code, _, stderr = run_cli(
+        code, _, stderr = run_in_process(
             ["export", "--study", STUDY, "--storage", storage, "--out", str(out), "--overwrite"],
             capsys,
         )
@@ -387,7 +377,7 @@ def test_weights_and_onnx_match_pytorch(tmp_path: Path, capsys: pytest.CaptureFi
     make_study(storage, artifacts)
     ema_weights = {n: write_checkpoint(artifacts, n, c) for n, c in ((0, FAST), (1, MID), (2, BIG))}
     out = tmp_path / "export"
-    code, stdout, stderr = run_cli(
+    code, stdout, stderr = run_in_process(
         [
             "export",
             "--study",
@@ -442,7 +432,7 @@ def test_exported_yaml_trains_with_the_same_architecture_key(
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     make_study(storage, tmp_path / "artifacts")
     out = tmp_path / "export"
-    code, _, stderr = run_cli(
+    code, _, stderr = run_in_process(
         ["export", "--study", STUDY, "--storage", storage, "--out", str(out)], capsys
     )
     assert code == 0, stderr
@@ -511,7 +501,7 @@ def test_latency_per_hardware_comes_from_the_cache(
             ),
         )
     out = tmp_path / "export"
-    code, _, stderr = run_cli(
+    code, _, stderr = run_in_process(
         [
             "export",
             "--study",
@@ -539,7 +529,7 @@ def test_latency_per_hardware_comes_from_the_cache(
     big = yaml.safe_load((out / "trial-2.yaml").read_text())["latency"]
     assert big["cuda-fp16-b8"]["status"] == "not measured"
 
-    code, _, stderr = run_cli(
+    code, _, stderr = run_in_process(
         [
             "export",
             "--study",

@@ -15,7 +15,6 @@ import optuna
 import pytest
 from optuna.trial import TrialState, create_trial
 
-from rs_search.cli.main import main
 from rs_search.search.proposals import (
     AutoScale,
     enqueue_proposals,
@@ -30,6 +29,7 @@ from rs_search.study.attrs import ORIGIN, PROPOSAL, REASON, SOURCE_TRIAL
 from rs_search.study.queue import enqueue_work
 from rs_search.study.record import TrialRecord, trial_record
 from rs_search.study.settings import StudySettings
+from tests.cli_runner import run_in_process
 
 SPACES = Path(__file__).resolve().parents[2] / "spaces"
 RULES_SPACE = Path(__file__).parent / "data" / "rules.yaml"  # the first quickstart, frozen
@@ -136,29 +136,19 @@ def storage(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return str(request.getfixturevalue("postgres_url"))
 
 
-def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def test_propose_prints_reasons_and_enqueue_runs_as_the_sampler_would(
     storage: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     study, settings, space = make_study(storage)
     small = seed_candidate(space, 0)  # [1,1,1,1] w0.25 r32
     add_trial(study, space, small, top1=90.0, latency=1.0, gap=8.0)  # overfits -> depth
-    code, out, err = run_cli(["propose", "--study", STUDY, "--storage", storage], capsys)
+    code, out, err = run_in_process(["propose", "--study", STUDY, "--storage", storage], capsys)
     assert code == 0, err
     assert "depth 1-1-1-1→1-2-2-1: train/val gap 8.0 points at 12 epochs" in out
     assert "resolution 32→48" in out
     assert study.get_trials(states=(TrialState.WAITING,)) == []  # printing enqueues nothing
 
-    code, out, err = run_cli(
+    code, out, err = run_in_process(
         ["propose", "--study", STUDY, "--storage", storage, "--enqueue"], capsys
     )
     assert code == 0, err
@@ -174,7 +164,9 @@ def test_propose_prints_reasons_and_enqueue_runs_as_the_sampler_would(
     assert Candidate.from_dict(ran.user_attrs[attrs.CANDIDATE]) == proposed
     assert ran.user_attrs[ORIGIN] == "rule:depth"
     # proposing again does not repeat a candidate the study has
-    code, out, _ = run_cli(["propose", "--study", STUDY, "--storage", storage, "--n", "3"], capsys)
+    code, out, _ = run_in_process(
+        ["propose", "--study", STUDY, "--storage", storage, "--n", "3"], capsys
+    )
     assert code == 0
     assert "trial 0: depth 1-1-1-1→1-2-2-1 is already trial 1" in out
     assert "width 0.25→0.375: no overfitting" in out  # trial 1 (gap 1.0, 12-epoch budget)
@@ -192,7 +184,7 @@ def test_proposal_over_the_latency_limit_is_dropped_with_its_reason(
     # [1,2,2,1] at 48 px has several times the FLOPs of [1,1,1,1] at 32 px: predicted > 1.5 ms
     assert gone.reason.startswith("latency ")
     assert "> max_latency_ms 1.5 (predicted: trial 0's 1 ms x FLOPs ratio" in gone.reason
-    code, out, err = run_cli(["propose", "--study", STUDY, "--storage", storage], capsys)
+    code, out, err = run_in_process(["propose", "--study", STUDY, "--storage", storage], capsys)
     assert code == 0, err
     assert "no proposal" in out and "> max_latency_ms 1.5" in out
 
@@ -261,14 +253,14 @@ def test_scale_prints_a_family_with_latency(
     storage = f"sqlite:///{tmp_path / 'study.db'}"
     study, settings, space = make_study(storage)
     add_trial(study, space, seed_candidate(space, 0), top1=90.0, latency=1.0, gap=2.0)
-    code, out, err = run_cli(
+    code, out, err = run_in_process(
         ["scale", "--study", STUDY, "--storage", storage, "--trial", "0", "--steps", "3"], capsys
     )
     assert code == 0, err
     for step in ("depth 1-1-1-1→2-2-2-2", "depth 2-2-2-2→50", "depth 50→101"):
         assert step in out
     assert "predicted: trial 0's 1 ms x FLOPs ratio" in out
-    code, _, err = run_cli(
+    code, _, err = run_in_process(
         ["scale", "--study", STUDY, "--storage", storage, "--trial", "9"], capsys
     )
     assert code == 2 and "has no trial 9" in err

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from rs_search.cli.main import main
 from rs_search.train.checkpoint import checkpoint_paths
 from rs_search.train.engine import TrainResult
+from tests.cli_runner import run_in_process
 from tests.search.conftest import OutputLines
 
 from .conftest import (
@@ -29,18 +29,6 @@ from .conftest import (
     subprocess_env,
     write_candidate,
 )
-
-
-def run_main(args: list[str], capfd: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    """``rs-search ARGS`` in this process (no interpreter start-up): exit status, out, err."""
-    try:
-        main(args)
-        code = 0
-    except SystemExit as exc:
-        code = int(exc.code or 0)
-    out, err = capfd.readouterr()
-    return code, out, err
-
 
 # A plain progress line of the training (rs_search.train.progress): output of the run before
 # the error, not part of it.
@@ -70,7 +58,9 @@ def test_bad_config_exits_2_with_one_line(
 ) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text("arch:\n  layout: [1, 1, 1, 1]\n  num_classes: 10\n" + recipe_yaml)
-    code, _, err = run_main(["train", "--config", str(config), "--out", str(tmp_path / "o")], capfd)
+    code, _, err = run_in_process(
+        ["train", "--config", str(config), "--out", str(tmp_path / "o")], capfd
+    )
     assert code == 2
     assert_one_line_error(err, expected)
     assert str(config) in err
@@ -79,11 +69,11 @@ def test_bad_config_exits_2_with_one_line(
 def test_missing_config_and_unknown_data_exit_2(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    code, _, err = run_main(["train", "--config", str(tmp_path / "nope.yaml")], capfd)
+    code, _, err = run_in_process(["train", "--config", str(tmp_path / "nope.yaml")], capfd)
     assert code == 2
     assert_one_line_error(err, "cannot read candidate file")
     config = write_candidate(tmp_path / "c.yaml", candidate())
-    code, _, err = run_main(["train", "--config", str(config), "--data", "mnist"], capfd)
+    code, _, err = run_in_process(["train", "--config", str(config), "--data", "mnist"], capfd)
     assert code == 2
     assert_one_line_error(err, "unknown data source; allowed: digits, imagefolder:PATH")
 
@@ -93,10 +83,10 @@ def test_bad_image_folders_exit_2(tmp_path: Path, capfd: pytest.CaptureFixture[s
     root = tmp_path / "flat"
     (root / "train" / "a").mkdir(parents=True)
     args = ["train", "--config", str(config), "--out", str(tmp_path / "o")]
-    code, _, err = run_main([*args, "--data", f"imagefolder:{root}"], capfd)
+    code, _, err = run_in_process([*args, "--data", f"imagefolder:{root}"], capfd)
     assert code == 2
     assert_one_line_error(err, f"{root}/train/a has no images")
-    code, _, err = run_main([*args, "--data", f"imagefolder:{tmp_path / 'absent'}"], capfd)
+    code, _, err = run_in_process([*args, "--data", f"imagefolder:{tmp_path / 'absent'}"], capfd)
     assert code == 2
     assert_one_line_error(err, "does not exist")
 
@@ -111,7 +101,7 @@ def test_unreadable_image_in_a_loader_process_exits_2(
     broken.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
     cand = candidate(arch={"num_classes": 3}, recipe={"batch_size": 4, "epochs": 1})
     config = write_candidate(tmp_path / "c.yaml", cand)
-    code, _, err = run_main(
+    code, _, err = run_in_process(
         [
             "train",
             "--config",
@@ -135,7 +125,7 @@ def test_unreadable_image_in_a_loader_process_exits_2(
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_cuda_without_cuda_exits_2(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     config = write_candidate(tmp_path / "c.yaml", candidate())
-    code, _, err = run_main(["train", "--config", str(config), "--device", "cuda"], capfd)
+    code, _, err = run_in_process(["train", "--config", str(config), "--device", "cuda"], capfd)
     assert code == 2
     assert_one_line_error(err, "CUDA is not available")
 
@@ -152,7 +142,7 @@ def nan_config(tmp_path: Path) -> Path:
 @pytest.mark.slow
 def test_nan_loss_exits_3_with_one_line(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "o"
-    code, _, err = run_main(
+    code, _, err = run_in_process(
         [
             "train",
             "--config",
@@ -252,7 +242,7 @@ def test_kill_9_during_epoch_2_then_resume_continues_at_epoch_2(
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
     capfd.readouterr()
-    code, stdout, stderr = run_main([*args, "--resume"], capfd)
+    code, stdout, stderr = run_in_process([*args, "--resume"], capfd)
     assert code == 0, stderr
     assert "resuming from" in stderr and "ckpt-0001-000000.pt (epoch 1 done)" in stderr
     assert "epoch 1/3" not in stderr and "epoch 2/3" in stderr  # continues at 2, not 0

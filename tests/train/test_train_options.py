@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_runner import run_in_process
+
 from .conftest import candidate, error_lines, subprocess_env, write_candidate
-from .test_cli import assert_one_line_error, run_main
+from .test_cli import assert_one_line_error
 
 
 def one_line(err: str) -> str:
@@ -37,7 +39,9 @@ def test_refused_with_one_line_before_anything_starts(
 ) -> None:
     config = write_candidate(tmp_path / "c.yaml", candidate())
     out = tmp_path / "o"
-    code, _, err = run_main(["train", "--config", str(config), "--out", str(out), *flags], capfd)
+    code, _, err = run_in_process(
+        ["train", "--config", str(config), "--out", str(out), *flags], capfd
+    )
     assert code == 2
     assert expected in one_line(err)
     assert not out.exists()  # nothing started, nothing written
@@ -51,7 +55,7 @@ def test_micro_batches_train_the_recipes_batch(
     out = tmp_path / "o"
     args = ["train", "--config", str(config), "--data", "synthetic:10", "--device", "cpu"]
     args += ["--out", str(out), "--micro-batch", "16", "--num-workers", "0", "--no-progress"]
-    code, stdout, err = run_main(args, capfd)
+    code, stdout, err = run_in_process(args, capfd)
     assert code == 0, err
     payload = json.loads((out / "metrics.json").read_text())
     assert payload["micro_batch"] == 16 and payload["finished"] is True
