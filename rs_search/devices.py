@@ -124,6 +124,13 @@ def worker_devices(text: str, workers: int | None) -> tuple[str, ...]:
     gpus = torch.cuda.device_count() if spec.type != "cpu" and spec.index is None else 0
     if spec.type == "cuda" and spec.index is None and gpus == 0:
         raise RsSearchError("--device cuda: no CUDA device is visible")
+    if spec.type == "cuda" and spec.index is not None:
+        visible = torch.cuda.device_count()
+        if spec.index >= visible:
+            raise RsSearchError(
+                f"--device {spec}: no such CUDA device ({visible} visible"
+                + (f": cuda:0 to cuda:{visible - 1})" if visible else ")")
+            )
     if gpus:
         return tuple(f"cuda:{i % gpus}" for i in range(workers or gpus))
     return tuple([str(spec) if spec.type != "auto" else "cpu"] * (workers or 1))

@@ -77,6 +77,13 @@ class StartPlan:
     auto_scale: bool = False  # the workers enqueue a scaling-rule proposal after each trial
 
 
+# Project limits (not the paper's): a search on one study server stays far below these; they
+# stop a typo from queueing 10^8 trials one INSERT at a time or forking thousands of processes.
+MAX_TRIALS = 100_000
+MAX_LOCAL_WORKERS = 256
+MAX_SEED = 2**32 - 1  # numpy's RandomState, behind Optuna's samplers, takes a 32-bit seed
+
+
 def plan_start(
     *,
     space_file: Path,
@@ -101,8 +108,8 @@ def plan_start(
     """Check every input; raise one ``RsSearchError`` for the first problem. Creates nothing."""
     epochs = parse_budget(budget).epochs
     timeout_s = parse_duration(timeout) if timeout is not None else None
-    if trials is not None and trials < 1:
-        raise RsSearchError(f"--trials {trials}: must be at least 1")
+    if trials is not None and not 1 <= trials <= MAX_TRIALS:
+        raise RsSearchError(f"--trials {trials}: must be between 1 and {MAX_TRIALS}")
     if sampler not in SAMPLERS:
         raise RsSearchError(f"--sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     if eta is not None and eta < 2:
@@ -113,9 +120,18 @@ def plan_start(
         raise RsSearchError(
             f"--heartbeat {heartbeat} / --grace {grace}: need 1 <= heartbeat < grace"
         )
-    if workers is not None and workers < 0:
+    if workers is not None and not 0 <= workers <= MAX_LOCAL_WORKERS:
         raise RsSearchError(
-            f"--workers {workers}: must be 0 (this machine trains nothing and watches) or more"
+            f"--workers {workers}: must be 0 (this machine trains nothing and watches) up to "
+            f"{MAX_LOCAL_WORKERS}"
+        )
+    if loader_workers is not None and loader_workers < 0:
+        raise RsSearchError(f"--loader-workers {loader_workers}: must be at least 0")
+    if seed is not None and not 0 <= seed <= MAX_SEED - (workers or 1) + 1:
+        # worker k samples with seed + k, and Optuna's samplers take a 32-bit seed
+        raise RsSearchError(
+            f"--seed {seed}: must be between 0 and {MAX_SEED - (workers or 1) + 1} "
+            "(worker k uses seed + k, a 32-bit number)"
         )
     CheckpointStore.from_spec(artifacts)
     if study_name is not None:
@@ -253,19 +269,24 @@ def run_search(
 
     ``environment``: the settings read at the entry point (the storage retry window here; the
     workers are started with the same ones)."""
-    from rs_search.study.queue import enqueue_work
+    from rs_search.storage.locks import advisory_lock
+    from rs_search.study.queue import claim_worker_indexes, enqueue_work
     from rs_search.study.read import study_records
 
     environment = environment or Environment()
     settings = plan.settings
-    study, created = create_or_resume(
-        study_name=plan.study_name,
-        storage=plan.storage_url,
-        settings=settings,
-        space=plan.space,
-        retry_seconds=environment.storage_retry_s,
-    )
-    seeds, slots = enqueue_work(study, settings, plan.space)
+    # Creating or resuming the study, filling its queue and numbering the workers read, then
+    # write: two starts of one study at once (two machines) take turns here.
+    with advisory_lock(resolve_storage_url(plan.storage_url), f"start:{plan.study_name}"):
+        study, created = create_or_resume(
+            study_name=plan.study_name,
+            storage=plan.storage_url,
+            settings=settings,
+            space=plan.space,
+            retry_seconds=environment.storage_retry_s,
+        )
+        seeds, slots = enqueue_work(study, settings, plan.space)
+        first_index = claim_worker_indexes(study, len(plan.devices))
 
     def records() -> list[TrialRecord]:
         return study_records(study, settings.objectives)
@@ -309,6 +330,7 @@ def run_search(
             log_dir,
             count=0 if spent or stopped_early else None,
             environ=environment.child_environ(),
+            first_index=first_index,
         )
         watched = watch(
             local,

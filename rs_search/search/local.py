@@ -47,9 +47,11 @@ class LocalWorkers:
         *,
         count: int | None = None,
         environ: Mapping[str, str] | None = None,
+        first_index: int = 0,
     ) -> LocalWorkers:
         """Start ``count`` workers (default: one per planned device). ``environ``: their
-        environment (default: this process's); the storage URL is added to it."""
+        environment (default: this process's); the storage URL is added to it. ``first_index``:
+        the worker index (sampler seed offset) of the first one, the next ones count up."""
         if count == 0 or not plan.devices:
             return cls(procs=[], logs=[])
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -58,13 +60,15 @@ class LocalWorkers:
         env.setdefault("OMP_NUM_THREADS", str(threads))
         started = cls(procs=[], logs=[])
         try:
-            started._start_all(plan, log_dir, env)
+            started._start_all(plan, log_dir, env, first_index)
         except BaseException:
             started.stop()  # those already started must not train on, orphaned
             raise
         return started
 
-    def _start_all(self, plan: StartPlan, log_dir: Path, env: Mapping[str, str]) -> None:
+    def _start_all(
+        self, plan: StartPlan, log_dir: Path, env: Mapping[str, str], first_index: int
+    ) -> None:
         for k, device in enumerate(plan.devices):
             log = log_dir / f"worker-{k}.log"
             cmd = [
@@ -76,8 +80,8 @@ class LocalWorkers:
                 plan.study_name,
                 "--device",
                 device,
-                "--worker-index",  # its sampler seed: the study's seed + k
-                str(k),
+                "--worker-index",  # its sampler seed: the study's seed + its index
+                str(first_index + k),
             ]
             if plan.auto_scale:
                 cmd.append("--auto-scale")

@@ -83,7 +83,7 @@ def worker_seed(settings: StudySettings, worker_index: int | None) -> int | None
     joined from elsewhere samples unseeded."""
     if settings.seed is None or worker_index is None:
         return None
-    return settings.seed + worker_index
+    return (settings.seed + worker_index) % 2**32  # the samplers take a 32-bit seed
 
 
 def differences(old: StudySettings, new: StudySettings) -> list[str]:

@@ -3,9 +3,11 @@
 A password must never reach output or logs, so every message that names a URL goes through
 ``mask_url``. A URL that parses is rendered by SQLAlchemy with the password hidden (plus any
 ``password=`` query value, which libpq also accepts). Text that does not parse as a URL is
-*redacted* rather than echoed: everything before its last ``@`` except the user name, and any
-``password=VALUE`` (libpq's keyword form), because a password with an unescaped ``@`` or a
-missing scheme is exactly the text that does not parse (issue 10, audit).
+*redacted* rather than echoed: in libpq's keyword form the ``password=VALUE``; in
+``[scheme://]user:password@host`` everything before the last ``@`` except the user name; and
+free text with neither a scheme nor a ``user:`` is not shown at all (it may be a password pasted
+alone). A password with an unescaped ``@`` or a missing scheme is exactly the text that does
+not parse (issue 10, audit).
 
 Checks made here, before anything connects, so a bad URL is one line and exit status 2:
 the database (SQLite or PostgreSQL, see ``SCHEMES``), an unescaped ``@`` in the user information,
@@ -63,14 +65,18 @@ def _parse(raw: str) -> URL | None:
 
 def _redact(text: str) -> str:
     """Unparseable text: hide what may be a password instead of guessing where it ends."""
-    text = _KEYWORD_SECRET.sub(r"\1***", text)
+    if _KEYWORD_SECRET.search(text):  # libpq's keyword form: only the password is secret
+        return _KEYWORD_SECRET.sub(r"\1***", text)
     scheme = _SCHEME.match(text)
     head, rest = (text[: scheme.end()], text[scheme.end() :]) if scheme else ("", text)
-    if "@" in rest:
-        userinfo, _, host = rest.rpartition("@")
-        user = userinfo.split(":", 1)[0] if ":" in userinfo else ""
-        rest = f"{user}:***@{host}" if user else f"***@{host}"
-    return head + rest
+    userinfo, at, host = rest.rpartition("@")
+    if at and ":" in userinfo and userinfo.split(":", 1)[0]:
+        return f"{head}{userinfo.split(':', 1)[0]}:***@{host}"  # user:password@host
+    if scheme:
+        return f"{head}***@{host}" if at else text  # no user information: nothing secret
+    # Free text with neither a scheme nor user:password@ may be a password pasted alone
+    # ("S3CRET@HOST" or "S3CRET:X"): nothing of it is shown.
+    return "***"
 
 
 def resolve_storage_url(flag: str | None = None) -> URL:
@@ -88,6 +94,12 @@ def resolve_storage_url(flag: str | None = None) -> URL:
             f"storage URL {mask_url(raw)!r} is not a SQLAlchemy URL{hint}; use {EXAMPLES}"
         )
     backend = url.get_backend_name()
+    if backend == "sqlite" and url.database in (None, "", ":memory:"):
+        raise StorageError(
+            f"storage URL {mask_url(url)!r} is an in-memory database: the study would vanish "
+            "with this process and no worker or later command could see it; give a file, "
+            "e.g. sqlite:///rs-search.db"
+        )
     if backend not in SCHEMES:
         raise StorageError(
             f"storage URL {mask_url(url)!r}: unsupported database {backend!r}; "

@@ -27,7 +27,9 @@ Trial system attributes written by Optuna: ``failed_trial`` (the original trial'
 ``retry_history`` (``RetryHeartbeatStaleTrialCallback``), ``fixed_params`` (``enqueue_trial``).
 
 Study user attributes: ``rs_search`` (the whole ``StudySettings``) and, flat for other tools,
-``target``, ``space_fingerprint``, ``budget``, ``data``, ``objectives``, ``constraints``.
+``target``, ``space_fingerprint``, ``budget``, ``data``, ``objectives``, ``constraints``;
+``rs_workers_started``: how many worker indexes ``start`` has handed out (each local worker samples
+with the study's seed + its index, so two starts of one study never share a sampler stream).
 """
 
 from __future__ import annotations
@@ -82,3 +84,7 @@ RULE_PREFIX = "rule:"  # ``origin`` of a scaling rule's proposal: ``rule:depth``
 
 def rung_attr(epoch: int) -> str:
     return f"{RUNG_PREFIX}{epoch}"
+
+
+# -- study user attributes (besides the settings, see rs_search.study.settings) ------------------
+WORKERS_STARTED = "rs_workers_started"

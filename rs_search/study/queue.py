@@ -91,6 +91,17 @@ def enqueue_work(
     return seeds, slots
 
 
+def claim_worker_indexes(study: optuna.Study, count: int) -> int:
+    """The first of ``count`` worker indexes no ``start`` of this study has handed out yet, now
+    taken (``start``'s k-th local worker samples with the study's seed + its index: two starts
+    of one study at once both handed out index 0, and their workers sampled the same candidates).
+    Call under ``start``'s lock (``rs_search.storage.locks.advisory_lock``)."""
+    first = int(study.user_attrs.get(attrs.WORKERS_STARTED, 0))
+    if count > 0:
+        study.set_user_attr(attrs.WORKERS_STARTED, first + count)
+    return first
+
+
 def top_up_slots(study: optuna.Study, spare: int, objectives: Sequence[str]) -> int:
     """Enqueue empty budget slots until ``spare`` are waiting; returns how many were added. Reads
     only the waiting trials (``enqueue_work`` reads them all), for a caller that keeps a budget

@@ -19,6 +19,7 @@ Optuna's public API or this layer.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -32,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from rs_search.errors import StorageError
 from rs_search.storage.engine import make_engine
+from rs_search.storage.locks import advisory_lock
 from rs_search.storage.url import mask_url, resolve_storage_url
 from rs_search.study.rdb import DEFAULT_RETRY_SECONDS, Heartbeat, ResilientStorage, storage_error
 
@@ -65,13 +67,24 @@ def open_storage(
     (``Environment.storage_retry_s``; default two minutes). Raises ``StorageError`` (password
     masked) when the database cannot be opened."""
     url = storage if isinstance(storage, URL) else resolve_storage_url(storage)
-    make_engine(url).dispose()  # one clear line when the server is down
+    probe = make_engine(url)  # one clear line when the server is down
     try:
-        return ResilientStorage(
-            url,
-            heartbeat=heartbeat,
-            retry_seconds=DEFAULT_RETRY_SECONDS if retry_seconds is None else retry_seconds,
-        )
+        created = inspect(probe).has_table("alembic_version")  # Optuna stamps after creating
+    except SQLAlchemyError as exc:
+        raise storage_error(exc, url, "open study storage") from None
+    finally:
+        probe.dispose()
+    # Optuna creates its tables on first use; two processes doing so at once on PostgreSQL collide
+    # in the catalogue (UniqueViolation on pg_type, seen in tests/reliability), so the first use
+    # of a database is serialised.
+    guard = nullcontext() if created else advisory_lock(url, "optuna-tables")
+    try:
+        with guard:
+            return ResilientStorage(
+                url,
+                heartbeat=heartbeat,
+                retry_seconds=DEFAULT_RETRY_SECONDS if retry_seconds is None else retry_seconds,
+            )
     except (SQLAlchemyError, StorageInternalError, RuntimeError) as exc:
         raise storage_error(exc, url, "open study storage") from None
 

@@ -91,11 +91,6 @@ def _check_study(study: str, storage: str) -> None:
     assert len(set(params)) == len(params), shown
 
 
-@pytest.mark.xfail(
-    strict=False,  # the race is lost in about half the runs
-    reason="awaits the storage facade (owner: study): two processes create Optuna's tables at "
-    "once (UniqueViolation on pg_type); remove this mark with the fix",
-)
 def test_two_starts_at_once_make_one_study(postgres_url: str, tmp_path: Path) -> None:
     """A fresh database: both starts race to create Optuna's tables and the study.
 
@@ -117,12 +112,6 @@ def test_two_starts_at_once_make_one_study(postgres_url: str, tmp_path: Path) ->
     _check_study(study, postgres_url)
 
 
-@pytest.mark.xfail(
-    strict=False,  # when one worker happens to take both sampled slots, nothing is duplicated
-    reason="awaits the study layer (owner: study): two starts both give their worker sampler "
-    "seed S + 0, and their queues were seen overfilled (6 trials for 4); remove this mark with "
-    "the fix",
-)
 def test_two_starts_at_once_resume_one_study_within_its_budget(
     postgres_url: str, tmp_path: Path
 ) -> None:

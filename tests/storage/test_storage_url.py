@@ -68,6 +68,23 @@ def test_no_piece_of_a_password_is_ever_shown(raw: str) -> None:
     assert "alice" in shown[0] or "password=***" in shown[0]  # still says whose URL it was
 
 
+@pytest.mark.parametrize("raw", ["s3cr@t3-pw", "s3cr:t3-pw", "s3cr/t3-pw", "s3cr t3-pw"])
+def test_a_password_pasted_alone_is_not_shown_at_all(raw: str) -> None:
+    """Text with neither a scheme nor ``user:`` may be nothing but a password (the fuzz test's
+    bare-text form showed the half after an ``@``)."""
+    with pytest.raises(StorageError) as info:
+        resolve_storage_url(raw)
+    assert mask_url(raw) == "***"
+    assert not any(piece in str(info.value) for piece in PIECES), str(info.value)
+
+
+@pytest.mark.parametrize("raw", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_database_is_refused(raw: str) -> None:
+    """A study in start's own memory vanishes with it: its workers exited 2, 'study not found'."""
+    with pytest.raises(StorageError, match="in-memory database.*give a file"):
+        resolve_storage_url(raw)
+
+
 @pytest.mark.parametrize(
     "raw", [v for k, v in LEAKY.items() if k != "password in query"], ids=lambda v: v[:24]
 )
