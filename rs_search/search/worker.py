@@ -39,6 +39,7 @@ from rs_search.search.deps import CachedLatency, LatencyUnavailable, LocalTrain
 from rs_search.search.objective import TRIAL_FAILURES, Objective, TrainLauncher
 from rs_search.search.study import join_study
 from rs_search.study.queue import QueueEmpty, after_each_trial, fail_stale, hand_back
+from rs_search.study.rdb import unmasked
 from rs_search.study.read import settings_or_none, study_records
 from rs_search.study.record import count_states
 from rs_search.study.settings import StudySettings
@@ -211,6 +212,8 @@ def _loop(
             )
         except QueueEmpty:
             continue
+        except UnboundLocalError as exc:  # Optuna's trial loop hiding a storage outage
+            raise unmasked(exc) from None
         except TrialInterrupted:
             if objective.current is not None:
                 hand_back(study, objective.current)

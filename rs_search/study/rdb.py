@@ -55,11 +55,39 @@ CREATE_TOKEN = "rs_search:create_token"
 def storage_error(exc: BaseException, url: URL, doing: str) -> StorageError:
     """``cannot <doing> <url>: <reason>``: one line, the URL masked, the password scrubbed from
     the driver's reason (it can quote the DSN)."""
-    lines = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    lines = str(_driver_error(exc)).strip().splitlines()
     reason = lines[0] if lines else type(exc).__name__
     if url.password:
         reason = reason.replace(str(url.password), "***")
     return StorageError(f"cannot {doing} {mask_url(url)}: {reason}")
+
+
+def _driver_error(exc: BaseException) -> BaseException:
+    """The driver's own error behind ``exc``: Optuna wraps a failed commit in a
+    ``StorageInternalError`` whose text guesses at a cause ("invalid data in the commit, e.g.
+    exceeding max length") when the server is simply gone."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.orig is not None:
+            return current.orig
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+def unmasked(exc: BaseException) -> BaseException:
+    """The ``StorageError`` that Optuna's trial loop hides behind an ``UnboundLocalError``
+    (optuna/study/_optimize.py ``_run_trial``: when telling the result fails and reading the
+    trial back fails too, its ``finally`` reads an unbound ``updated_state``), else ``exc``."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, StorageError):
+            return current
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -276,7 +304,14 @@ class ResilientStorage(RDBStorage):
         )
 
     def record_heartbeat(self, trial_id: int) -> None:
-        self._repeat("record_heartbeat", super().record_heartbeat, trial_id)
+        """Runs on Optuna's heartbeat thread, where an exception ends the thread with a traceback:
+        past the retry window the beat is skipped with one warning and the thread beats again
+        at the next interval. The worker's own next call meets the outage and stops it; if the
+        outage outlasts the grace period, the trial goes stale and is retried elsewhere."""
+        try:
+            self._repeat("record_heartbeat", super().record_heartbeat, trial_id)
+        except StorageError as exc:
+            _log.warning("heartbeat not recorded: %s", exc)
 
     # -- writes that are not safe to repeat: read back first ----------------------------------
 

@@ -3,9 +3,10 @@
 and refuses new ones for a few seconds while a trial trains.
 
 The blink starts when the worker prints the first step of trial 0's epoch 2 (its progress line;
-the event-driven pattern of ``test_fault_tolerance``), on the ``MICRO_STEPS`` space (128 steps
-an epoch), so the trial is surely mid-training. Before, the test polled the study for a finished
-epoch 1 and then cut: on a fast host trial 0 (8 steps an epoch) could end meanwhile."""
+the event-driven pattern of ``tests/reliability/test_fault_tolerance.py``), on the
+``MICRO_STEPS`` space (128 steps an epoch), so the trial is surely mid-training. Before, the
+test polled the study for a finished epoch 1 and then cut: on a fast host trial 0 (8 steps an
+epoch) could end meanwhile."""
 
 from __future__ import annotations
 

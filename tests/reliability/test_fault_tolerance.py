@@ -9,6 +9,11 @@ epoch 2 lasts about a second on a quiet 2-core CPU (longer when loaded) while a 
 delivered in microseconds; the engine polls the stop flag after every step on CPU, so the
 checkpoint is taken at the next step, mid-epoch. (With 8 steps of an 0.3 s epoch the signal
 sometimes landed after the last step's poll and the run checkpointed at the epoch's end.)
+
+Seen failing against a deliberately broken build (``train/checkpoint.py`` ``load_for_resume``
+returning None at once, so a retry never resumes): both tests failed in ``_check_resumed``
+(the retry trained from epoch 0: no ``resumed_from_epoch``). Moved here from ``tests/search``
+(issue 10, item 3).
 """
 
 from __future__ import annotations
