@@ -5,6 +5,7 @@ Nothing here reads a study; everything drawn was computed (and tested) in the da
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 
 import plotly.graph_objects as go
@@ -25,17 +26,20 @@ def _no_data(
     fig: go.Figure, message: str, *, row: int | None = None, col: int | None = None
 ) -> None:
     """A visible note where a panel has nothing to draw yet (instead of an empty frame)."""
-    xref, yref = "paper", "paper"
+    x, y = 0.5, 0.5
     if row is not None and col is not None:
+        # The middle of the panel in page coordinates: an "x5 domain" reference to the axes of
+        # a panel without traces is drawn in the first panel's data coordinates by plotly.js.
         axis = fig.get_subplot(row, col)
-        xref = axis.xaxis.plotly_name.replace("axis", "") + " domain"
-        yref = axis.yaxis.plotly_name.replace("axis", "") + " domain"
+        x, y = (sum(axis.xaxis.domain) / 2, sum(axis.yaxis.domain) / 2)
     fig.add_annotation(
         text=message,
-        x=0.5,
-        y=0.5,
-        xref=xref,
-        yref=yref,
+        x=x,
+        y=y,
+        xref="paper",
+        yref="paper",
+        xanchor="center",
+        yanchor="middle",
         showarrow=False,
         font={"size": 14, "color": "#888"},
     )
@@ -328,13 +332,17 @@ def learning_figure(data: LearningData) -> go.Figure:
     if not data.curves:
         _no_data(fig, "no trial has reported an epoch yet")
     if (note := fallback_note(data)) is not None:
+        gap_panel = fig.get_subplot(1, 2)
         fig.add_annotation(
-            text=note,
-            x=0.5,
-            y=-0.22,
-            xref="x2 domain",
-            yref="y2 domain",
+            text="<br>".join(textwrap.wrap(note, 60)),
+            xanchor="center",
+            x=sum(gap_panel.xaxis.domain) / 2,
+            y=gap_panel.yaxis.domain[1],
+            xref="paper",
+            yref="paper",
+            yanchor="top",
             showarrow=False,
+            bgcolor="rgba(255,255,255,0.85)",
             font={"size": 11, "color": "#b00020"},
         )
     fig.update_xaxes(title_text="epoch")

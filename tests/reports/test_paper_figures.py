@@ -162,7 +162,7 @@ def test_learning_gap_uses_train_accuracy_measured_like_validation() -> None:
     assert fallback.train_measure == "augmented" and data.fallbacks == (fallback,)
     assert fallback.train_top1 == tuple(r["train_top1"] for r in old)
     fig = figures.learning_figure(data)
-    notes = [a.text for a in fig.layout.annotations if a.text.startswith("#")]
+    notes = [a.text.replace("<br>", " ") for a in fig.layout.annotations if a.text[0] == "#"]
     assert notes == [figures.fallback_note(data)] and "#1:" in notes[0]
     dashes = {t.line.dash for t in fig.data if t.name.startswith("#1 ")}
     assert "dot" in dashes  # the fallback's train and gap lines are dotted
