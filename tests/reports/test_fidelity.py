@@ -12,6 +12,7 @@ early: Bello et al. 2021, Sec. 7).
 from __future__ import annotations
 
 import html
+import json
 import math
 import subprocess
 import sys
@@ -236,6 +237,14 @@ def test_report_and_status_print_the_same_fidelity_lines(sqlite_url: str, tmp_pa
     assert status.returncode == 0, status.stderr
     printed = [ln for ln in status.stdout.splitlines() if ln.startswith("fidelity: ")]
     assert printed == [f"fidelity: {early}", f"fidelity: {late}"]
+    as_json = cli("status", "--study", "fidelity", "--storage", sqlite_url, "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    rows = json.loads(as_json.stdout)["fidelity"]
+    assert [(r["epoch"], r["tau"], r["trials"], r["warn"]) for r in rows] == [
+        (1, pytest.approx(-1.0), 5, True),
+        (3, pytest.approx(1.0), 5, False),
+    ]
+    assert [r["line"] for r in rows] == [early, late]
 
     out = tmp_path / "report.html"
     report = cli("report", "--study", "fidelity", "--storage", sqlite_url, "--out", str(out))
