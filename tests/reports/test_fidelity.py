@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import html
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -25,7 +24,7 @@ from optuna.distributions import CategoricalDistribution
 from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
-from rs_search.fidelity import MIN_TRIALS, MIN_TRUSTED_TAU, agreement_at, trust_note
+from rs_search.fidelity import MIN_TRUSTED_TAU, trust_note
 from rs_search.reports import figures
 from rs_search.reports.fidelity import fidelity_data, fidelity_line
 from rs_search.reports.report import build_sections
@@ -188,20 +187,6 @@ def test_tau_is_known_exactly_and_only_the_low_rung_warns(sqlite_url: str) -> No
     assert list(tau_trace.x) == [1, 3] and list(tau_trace.y) == pytest.approx([-1.0, 1.0])
     assert fig.data[1].y == (MIN_TRUSTED_TAU, MIN_TRUSTED_TAU)  # the threshold drawn
     assert "project heuristic" in fig.data[1].name
-
-
-def test_trust_rules_of_the_pure_statistic() -> None:
-    few = agreement_at(1, [1.0, 2.0, 3.0], [3.0, 2.0, 1.0])
-    assert few.tau == pytest.approx(-1.0) and few.n == 3 < MIN_TRIALS
-    assert not few.too_low and "too few trials" in (trust_note(few) or "")
-    undefined = agreement_at(1, [1.0, 1.0, 1.0, 1.0, 1.0], [1.0, 2.0, 3.0, 4.0, 5.0])
-    assert math.isnan(undefined.tau) and not undefined.too_low
-    assert "undefined" in (trust_note(undefined) or "")
-    # One swapped pair of five: tau = (9 - 1) / 10 = 0.8, trusted; four swapped: 0.2, not.
-    one_swap = agreement_at(2, [2.0, 1.0, 3.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0])
-    assert one_swap.tau == pytest.approx(0.8) and trust_note(one_swap) is None
-    many = agreement_at(2, [3.0, 2.0, 1.0, 4.0, 5.0], [1.0, 2.0, 3.0, 4.0, 5.0])
-    assert many.tau == pytest.approx(0.4) and many.too_low
 
 
 def test_a_study_without_rungs_says_so(sqlite_url: str) -> None:
