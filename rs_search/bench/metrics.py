@@ -9,7 +9,8 @@
   (the maintained reference implementation, a dev dependency) in tests/bench/test_metrics.py.
 - **Rank agreement** (the fidelity check the paper warns about: Bello et al. 2021, Sec. 7, the
   best model at a short budget is not the best at a long one): Kendall's tau-b between top-1 at
-  an epoch and top-1 at the full budget over the table's done candidates.
+  an epoch and top-1 at the full budget over the table's done candidates. The statistic is
+  ``rs_search.fidelity``'s, shared with a real study's report and status.
 - **Front lost to halving**: which true-front members successive halving would prune, given the
   rung epochs and ``eta``. The rule is ``rs_search.search.halving.decide``'s: at a rung the
   field is ordered by NSGA-II's crowded comparison on (top-1 at the rung, latency) and the first
@@ -23,7 +24,6 @@
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 from rs_search.bench.grid import normalise
 from rs_search.bench.table import Entry, Table
+from rs_search.fidelity import RankAgreement, agreement_at, kendall_tau
 from rs_search.selection.pareto import hypervolume as _pareto_hypervolume
 from rs_search.selection.pareto import pareto_front, selection_order
 from rs_search.space import Seed
@@ -121,28 +122,6 @@ def hypervolume_fraction(
 # ------------------------------------------------------------------------------ rank agreement
 
 
-@dataclass(frozen=True, kw_only=True)
-class RankAgreement:
-    epoch: int
-    tau: float  # Kendall tau-b of top-1 at ``epoch`` against the full budget (nan: undefined)
-    p_value: float
-    n: int  # candidates compared
-
-
-def kendall_tau(x: npt.ArrayLike, y: npt.ArrayLike) -> tuple[float, float]:
-    """Kendall's tau-b with its p-value (scipy); nan when fewer than two points or a constant
-    column leaves it undefined."""
-    from scipy.stats import kendalltau
-
-    a, b = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    if a.size < 2 or np.all(a == a[0]) or np.all(b == b[0]):
-        return math.nan, math.nan
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        result = kendalltau(a, b)
-    return float(result.statistic), float(result.pvalue)
-
-
 def rank_agreement(table: Table, epochs: Sequence[int] | None = None) -> list[RankAgreement]:
     """Rank agreement between each of ``epochs`` (default: every epoch before the budget) and
     the full budget, over the done candidates."""
@@ -153,8 +132,7 @@ def rank_agreement(table: Table, epochs: Sequence[int] | None = None) -> list[Ra
     for epoch in epochs if epochs is not None else range(1, budget):
         if not 1 <= epoch <= budget:
             raise ValueError(f"epoch {epoch} is outside the table's 1..{budget}")
-        tau, p = kendall_tau(curves[:, epoch - 1], curves[:, -1])
-        out.append(RankAgreement(epoch=epoch, tau=tau, p_value=p, n=curves.shape[0]))
+        out.append(agreement_at(epoch, curves[:, epoch - 1], curves[:, -1]))
     return out
 
 

@@ -50,7 +50,8 @@ def report(
     """Write a study's figures into one self-contained HTML file (PNGs too with --png).
 
     Figures: the Pareto front per hardware, hypervolume against compute, FLOPs vs latency and
-    parameters vs memory, scaling curves, learning curves, and the selector's proposals.
+    parameters vs memory, scaling curves, learning curves, the fidelity of the halving rungs,
+    and the selector's proposals.
     """
     from rs_search.cli._common import console, write_atomic
     from rs_search.env import Environment
@@ -169,7 +170,9 @@ def status(
     """Where a search stands: trials, live workers, compute, the front and an ETA.
 
     Trials by state, live workers (from Optuna's heartbeats) and what each trains, compute used
-    against the budget, the current Pareto front, and when the trial budget will be spent.
+    against the budget, the current Pareto front, the rank agreement of each halving rung with
+    the final top-1 (with a warning where it is too low to trust), and when the trial budget
+    will be spent.
     """
     from rs_search.env import Environment
     from rs_search.reports.status import study_status
@@ -260,4 +263,6 @@ def _print_status(result: object) -> None:
         )
     else:
         console.print("front: no completed, feasible trial yet")
+    for row in result.fidelity:  # the report's fidelity panel prints the same line
+        console.print(f"fidelity: {row.line}", soft_wrap=True, markup=False)
     console.print(f"ETA: {_duration(result.eta_s)} ({result.eta_basis})", markup=False)

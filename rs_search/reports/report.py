@@ -19,6 +19,12 @@ from rs_search import __version__
 from rs_search.reports import figures
 from rs_search.reports.complexity import complexity_data
 from rs_search.reports.curves import learning_data, proposals_data
+from rs_search.reports.fidelity import (
+    MIN_TRUSTED_TAU,
+    fidelity_data,
+    fidelity_line,
+    no_rungs_line,
+)
 from rs_search.reports.front import cost_objective, hypervolume_data, pareto_data
 from rs_search.reports.scaling import scaling_data
 from rs_search.reports.source import cached_measurements
@@ -36,6 +42,7 @@ class Section:
     title: str
     note: str  # one paragraph: what to read from the figure
     figure: go.Figure
+    lines: tuple[str, ...] = ()  # findings printed under the note, one per line (a warning...)
 
 
 def build_sections(
@@ -85,18 +92,14 @@ def build_sections(
         Section(
             key="scaling",
             title="Scaling curves",
-            note="Top-1 against FLOPs, one line per depth, width and resolution, one column per "
-            "training budget (Bello et al. 2021, Fig. 3): depth pays off in long training, "
-            "width in short training.",
+            note="Top-1 against FLOPs, one column per training budget. Each line scales one "
+            "dimension (depth, width or resolution) with every other one held fixed, as in "
+            "Bello et al. (2021), Fig. 3; each architecture with the best recipe found. Depth "
+            "pays off in long training, width in short training.",
             figure=figures.scaling_figure(scaling_data(records, x_kind="flops")),
         ),
-        Section(
-            key="learning",
-            title="Learning curves",
-            note="Train (dashed) and validation (solid) top-1 and their gap. A widening gap in "
-            "long training is where the selector scales depth rather than width.",
-            figure=figures.learning_figure(learning_data(records)),
-        ),
+        _learning_section(records),
+        _fidelity_section(records),
         Section(
             key="proposals",
             title="Selector proposals",
@@ -104,6 +107,38 @@ def build_sections(
             figure=figures.proposals_figure(proposals_data(records)),
         ),
     ]
+
+
+def _learning_section(records: Sequence[TrialRecord]) -> Section:
+    data = learning_data(records)
+    note = figures.fallback_note(data)
+    return Section(
+        key="learning",
+        title="Learning curves",
+        note="Train top-1 measured like validation (eval mode, no augmentation, a fixed subset "
+        "of the training split; dashed) and validation top-1 (solid), and their gap. A widening "
+        "gap in long training is overfitting: where the paper scales depth rather than width "
+        "(Bello et al. 2021, Sec. 7.1).",
+        figure=figures.learning_figure(data),
+        lines=() if note is None else (f"warning: {note}",),
+    )
+
+
+def _fidelity_section(records: Sequence[TrialRecord]) -> Section:
+    data = fidelity_data(records)
+    lines = [fidelity_line(r) for r in data.rungs] or [no_rungs_line()]
+    return Section(
+        key="fidelity",
+        title="Fidelity of the rungs",
+        note="Successive halving prunes on the ranking at a rung; Bello et al. (2021, Sec. 7) "
+        "warn that short training ranks models differently from long training. Kendall's τ-b "
+        "between top-1 at each rung and the final top-1, over the trials that trained past it "
+        "(seeds and rule proposals always do). Below "
+        f"{MIN_TRUSTED_TAU:g} (a project heuristic, not the paper's) halving there is not to "
+        "be trusted.",
+        figure=figures.fidelity_figure(data),
+        lines=tuple(lines),
+    )
 
 
 def study_sections(
@@ -144,9 +179,15 @@ def render_html(
             div_id=f"fig-{section.key}",
             config={"displaylogo": False, "responsive": True},
         )
+        findings = "".join(
+            f'<li class="{"warn" if "warning" in line else "finding"}">{html.escape(line)}</li>'
+            for line in section.lines
+        )
         body.append(
             f'<section id="{section.key}"><h2>{html.escape(section.title)}</h2>'
-            f"<p>{html.escape(section.note)}</p>{div}</section>"
+            f"<p>{html.escape(section.note)}</p>"
+            + (f'<ul class="findings">{findings}</ul>' if findings else "")
+            + f"{div}</section>"
         )
     toc = " · ".join(f'<a href="#{s.key}">{html.escape(s.title)}</a>' for s in sections)
     return f"""<!DOCTYPE html>
@@ -156,7 +197,7 @@ def render_html(
 body {{ font-family: system-ui, sans-serif; margin: 0 auto; max-width: 1280px;
        padding: 1em 2em; color: #222; }}
 h1 {{ margin-bottom: .2em; }} section {{ margin: 2em 0; }} p {{ color: #555; max-width: 70em; }}
-.meta {{ color: #666; }} nav a {{ color: #2a5db0; }}
+.meta {{ color: #666; }} nav a {{ color: #2a5db0; }} li.warn {{ color: #b00020; }}
 </style>
 <script type="text/javascript">{plotly.offline.get_plotlyjs()}</script>
 </head><body>

@@ -1,18 +1,22 @@
-"""Data step of the scaling curves: top-1 against FLOPs or latency, one line per depth, per width
-and per resolution, split by training budget.
+"""Data step of the scaling curves: top-1 against FLOPs or latency, each line scaling ONE
+dimension (depth, width or resolution) with everything else held fixed, split by training budget.
 
 This is the shape of Bello et al. (2021), Fig. 3 and Sec. 7: which dimension pays off depends on
 the regime. At 10 epochs wider nets win and depth hardly helps; at 350 epochs depth wins and width
-starts to overfit; resolution pays off slowly either way. One line joins the trials that share a
-value of the dimension (for example every depth-101 trial), sorted along the x axis; where several
-trials share an x (same architecture, other recipes) the line keeps the best top-1.
+starts to overfit; resolution pays off slowly either way. A line is a scaling path, as in the
+paper's figure: the trials of one training budget whose architectures are equal in every field
+but the line's dimension (a "depth" line at w1 r160 joins 50, 101, 152 at width 1 and 160 px),
+ordered along that dimension; a group with fewer than two architectures draws no line. Where
+several trials share an architecture (other recipes), the line keeps the best top-1: each model
+with its best recipe found, as the paper pairs each model with its own regularization.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from rs_search.reports.complexity import flops_scale
 from rs_search.specs import ArchSpec, layout_label
@@ -21,16 +25,21 @@ from rs_search.study.record import TrialRecord, curve_series
 Dimension = Literal["depth", "width", "resolution"]
 XKind = Literal["flops", "latency"]
 DIMENSIONS: tuple[Dimension, ...] = ("depth", "width", "resolution")
+# The ArchSpec field each dimension changes (``ArchSpec.to_dict`` names); every other field is
+# held fixed along a line.
+FIELD_OF: dict[Dimension, str] = {"depth": "layout", "width": "width", "resolution": "resolution"}
 
 
 @dataclass(frozen=True, kw_only=True)
 class ScalingLine:
-    dimension: Dimension
-    group: str  # "101", "w1.5", "r192"
+    dimension: Dimension  # the one dimension that changes along the line
+    group: str  # what is held fixed: "w1 r160" on a depth line, "50 r160" on a width line
     budget_epochs: int
     x: tuple[float, ...]
     top1: tuple[float, ...]
     numbers: tuple[int, ...]  # the trial behind each point
+    archs: tuple[ArchSpec, ...]  # each point's architecture, in the line's order
+    steps: tuple[str, ...]  # the dimension's value at each point: "50", "w1.5", "r192"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -47,6 +56,7 @@ class ScalingData:
 
 
 def group_of(arch: ArchSpec, dimension: Dimension) -> str:
+    """The value of ``dimension`` in ``arch``, as the labels print it."""
     if dimension == "depth":
         return layout_label(arch.layout)
     if dimension == "width":
@@ -54,10 +64,27 @@ def group_of(arch: ArchSpec, dimension: Dimension) -> str:
     return f"r{arch.resolution}"
 
 
-def _group_sort_key(arch: ArchSpec, dimension: Dimension) -> float:
+def held_fixed(arch: ArchSpec, dimension: Dimension) -> str:
+    """Every field of ``arch`` but ``dimension``'s, as one canonical key: equal keys, equal
+    architectures up to that one dimension."""
+    fields: dict[str, Any] = arch.to_dict()
+    del fields[FIELD_OF[dimension]]
+    return json.dumps(fields, sort_keys=True)
+
+
+def _dimension_value(arch: ArchSpec, dimension: Dimension) -> float:
     if dimension == "depth":
-        return float(sum(arch.layout))
+        return float(arch.depth)
     return float(arch.width if dimension == "width" else arch.resolution)
+
+
+def _held_label(arch: ArchSpec, dimension: Dimension, varying: set[str]) -> str:
+    """What a line holds fixed, in the short-label words: the two other scaling dimensions, plus
+    any other field that differs between the study's architectures (SE ratio, stem, ...)."""
+    parts = [group_of(arch, d) for d in DIMENSIONS if d != dimension]
+    values = arch.to_dict()
+    parts += [f"{name} {values[name]}" for name in sorted(varying)]
+    return " ".join(parts)
 
 
 def _point(record: TrialRecord) -> tuple[float, float] | None:
@@ -79,6 +106,25 @@ def training_budget(record: TrialRecord) -> int | None:
     return record.epochs_trained or record.budget_epochs
 
 
+@dataclass(frozen=True)
+class _Point:
+    number: int
+    arch: ArchSpec
+    budget: int
+    x: float
+    top1: float
+
+
+def _best_per_arch(points: Sequence[_Point]) -> list[_Point]:
+    """One point per architecture: the best top-1 (the earliest trial on a tie)."""
+    best: dict[str, _Point] = {}
+    for p in points:
+        key = p.arch.key()
+        if key not in best or p.top1 > best[key].top1:
+            best[key] = p
+    return list(best.values())
+
+
 def scaling_data(
     records: Sequence[TrialRecord],
     *,
@@ -89,7 +135,7 @@ def scaling_data(
         from rs_search.models.complexity import count_flops
 
         flops = count_flops
-    points: list[tuple[TrialRecord, ArchSpec, int, float, float]] = []
+    points: list[_Point] = []
     for record in records:
         budget = training_budget(record)
         measured = _point(record)
@@ -97,34 +143,39 @@ def scaling_data(
             continue
         top1, latency = measured
         x = float(flops(record.arch)) if flops is not None and x_kind == "flops" else latency
-        points.append((record, record.arch, budget, x, top1))
+        points.append(_Point(record.number, record.arch, budget, x, top1))
     label = "latency (ms)"
     if x_kind == "flops":
-        divisor, label = flops_scale([x for *_, x, _ in points])
-        points = [(r, a, b, x / divisor, t) for r, a, b, x, t in points]
+        divisor, label = flops_scale([p.x for p in points])
+        points = [_Point(p.number, p.arch, p.budget, p.x / divisor, p.top1) for p in points]
+    # Fields other than the three dimensions that differ between the architectures drawn: a
+    # line's label names them, so two lines never read the same.
+    dicts = [p.arch.to_dict() for p in points]
+    others = set(dicts[0]) - set(FIELD_OF.values()) if dicts else set()
+    varying = {f for f in others if len({json.dumps(d[f]) for d in dicts}) > 1}
     lines: list[ScalingLine] = []
-    budgets = sorted({budget for _, _, budget, _, _ in points})
+    budgets = sorted({p.budget for p in points})
     for dimension in DIMENSIONS:
         for budget in budgets:
-            groups: dict[str, list[tuple[TrialRecord, ArchSpec, int, float, float]]] = {}
-            for point in points:
-                if point[2] == budget:
-                    groups.setdefault(group_of(point[1], dimension), []).append(point)
-            ordered = sorted(groups.items(), key=lambda kv: _group_sort_key(kv[1][0][1], dimension))
-            for group, members in ordered:
-                best: dict[float, tuple[float, int]] = {}
-                for record, _, _, x, top1 in members:
-                    if x not in best or top1 > best[x][0]:
-                        best[x] = (top1, record.number)
-                xs = sorted(best)
-                lines.append(
+            groups: dict[str, list[_Point]] = {}
+            for p in _best_per_arch([p for p in points if p.budget == budget]):
+                groups.setdefault(held_fixed(p.arch, dimension), []).append(p)
+            found = []
+            for members in groups.values():
+                if len(members) < 2:
+                    continue  # one architecture: nothing scales
+                members.sort(key=lambda p: (_dimension_value(p.arch, dimension), p.x))
+                found.append(
                     ScalingLine(
                         dimension=dimension,
-                        group=group,
+                        group=_held_label(members[0].arch, dimension, varying),
                         budget_epochs=budget,
-                        x=tuple(xs),
-                        top1=tuple(best[x][0] for x in xs),
-                        numbers=tuple(best[x][1] for x in xs),
+                        x=tuple(p.x for p in members),
+                        top1=tuple(p.top1 for p in members),
+                        numbers=tuple(p.number for p in members),
+                        archs=tuple(p.arch for p in members),
+                        steps=tuple(group_of(p.arch, dimension) for p in members),
                     )
                 )
+            lines.extend(sorted(found, key=lambda ln: (min(ln.x), ln.group)))
     return ScalingData(x_kind=x_kind, x_label=label, budgets=tuple(budgets), lines=tuple(lines))

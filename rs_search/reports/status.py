@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
+from rs_search.reports.fidelity import fidelity_data, fidelity_line
 from rs_search.reports.front import cost_objective, ranks
 from rs_search.study.read import StudyInfo
 from rs_search.study.record import TrialRecord, compute_spent, curve_series
@@ -44,6 +45,17 @@ class FrontRow:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FidelityRow:
+    """A rung's rank agreement with the final top-1 (``rs_search.reports.fidelity``)."""
+
+    epoch: int
+    tau: float | None  # Kendall tau-b; None when undefined
+    trials: int  # trials that trained past the rung to the full budget
+    warn: bool  # judged and below the trust threshold (a project heuristic)
+    line: str  # what the report prints for it
+
+
+@dataclass(frozen=True, kw_only=True)
 class StudyStatus:
     study: str
     target: str
@@ -61,6 +73,7 @@ class StudyStatus:
     front: tuple[FrontRow, ...]
     eta_s: float | None  # seconds until the trial budget is spent, at the rate so far
     eta_basis: str  # how the ETA was found, or why there is none
+    fidelity: tuple[FidelityRow, ...] = ()  # per rung epoch, ascending
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -129,6 +142,16 @@ def study_status(
         front=front,
         eta_s=eta,
         eta_basis=basis,
+        fidelity=tuple(
+            FidelityRow(
+                epoch=r.epoch,
+                tau=r.tau,
+                trials=r.agreement.n,
+                warn=r.warn,
+                line=fidelity_line(r),
+            )
+            for r in fidelity_data(records).rungs
+        ),
     )
 
 

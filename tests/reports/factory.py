@@ -4,6 +4,7 @@ origin/reason), without training anything."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -13,6 +14,7 @@ from optuna.study import StudyDirection
 from optuna.trial import TrialState
 
 from rs_search.specs import ArchSpec, Candidate, RecipeSpec
+from rs_search.study.attrs import rung_attr
 
 T0 = datetime(2025, 1, 1, 12, 0, 0)
 DEPTHS = ("1-1-1-1", "2-2-2-2", "50")
@@ -25,19 +27,29 @@ def small_arch(
 
 
 def make_curve(
-    epochs: int, *, final_val: float, gap: float = 5.0, seconds: float = 30.0
+    epochs: int,
+    *,
+    final_val: float,
+    gap: float = 5.0,
+    seconds: float = 30.0,
+    train_eval: bool = True,
 ) -> list[dict[str, Any]]:
-    """A plausible curve that ends at ``final_val`` with a train/val gap growing to ``gap``."""
+    """A plausible curve that ends at ``final_val`` with a train/val gap growing to ``gap``, the
+    train top-1 measured like validation (``train_eval_*``, as the engine writes it; left out
+    with ``train_eval=False``, as in rows written before it existed). The running train top-1
+    over augmented, regularised batches sits 3 points below validation, as in a real
+    regularised run."""
     rows = []
     for epoch in range(1, epochs + 1):
         frac = epoch / epochs
         val = final_val * (0.5 + 0.5 * frac)
-        train = val + gap * frac
+        measured = {"train_eval_loss": 2.0 - frac, "train_eval_top1": val + gap * frac}
         rows.append(
             {
                 "epoch": epoch,
-                "train_loss": 2.0 - frac,
-                "train_top1": train,
+                "train_loss": 2.2 - frac,
+                "train_top1": val - 3.0,
+                **(measured if train_eval else {}),
                 "val_loss": 2.1 - frac,
                 "val_top1": val,
                 "val_loss_raw": 2.2 - frac,
@@ -66,7 +78,10 @@ def add_trial(
     memory_mb: float | None = None,
     latency_ms: float | None = None,
     minute: int = 0,
+    rungs: Sequence[int] = (),
 ) -> None:
+    """One trial of the study contract; ``rungs``: epochs at which halving recorded the curve's
+    validation top-1 (``rung_<epoch>``, as the objective writes it)."""
     candidate = Candidate(arch=arch, recipe=RecipeSpec(epochs=epochs, batch_size=32))
     if curve is None and values is not None:
         curve = make_curve(epochs, final_val=values[0])
@@ -86,6 +101,8 @@ def add_trial(
         attrs["memory_mb"] = memory_mb
     if latency_ms is not None:
         attrs["latency_ms"] = latency_ms
+    for epoch in rungs:
+        attrs[rung_attr(epoch)] = (curve or [])[epoch - 1]["val_top1"]
     trial = optuna.trial.create_trial(
         state=state,
         values=list(values) if values is not None and state == TrialState.COMPLETE else None,
@@ -129,8 +146,8 @@ def demo_study(storage: str | None = None, *, name: str = "demo") -> optuna.Stud
     add_trial(
         study, arch=c, memory_mb=150.0, epochs=5, values=(44.0, 3.5), minute=10
     )  # dominated by b
-    add_trial(study, arch=a, memory_mb=100.0, epochs=10, values=(48.0, 2.0), minute=15)
-    add_trial(study, arch=b, memory_mb=180.0, epochs=10, values=(55.0, 3.0), minute=20)
+    add_trial(study, arch=a, memory_mb=100.0, epochs=10, values=(48.0, 2.0), minute=15, rungs=[3])
+    add_trial(study, arch=b, memory_mb=180.0, epochs=10, values=(55.0, 3.0), minute=20, rungs=[3])
     add_trial(
         study,
         arch=d,
@@ -141,6 +158,7 @@ def demo_study(storage: str | None = None, *, name: str = "demo") -> optuna.Stud
         origin="rule:depth",
         source_trial=3,
         reason="depth 1-1-1-1→2-2-2-2: train/val gap 7.1 points at 10 epochs",
+        rungs=[3],
     )
     add_trial(
         study, arch=e, memory_mb=130.0, epochs=10, values=(50.0, 2.5), minute=30, constraints=(1.0,)

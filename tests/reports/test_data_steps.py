@@ -217,27 +217,35 @@ def test_spearman_and_discordant_pairs() -> None:
 def test_scaling_lines_per_dimension_and_budget(records) -> None:  # type: ignore[no-untyped-def]
     data = scaling_data(records, x_kind="latency")
     assert data.budgets == (5, 10)
-    depth10 = {ln.group: ln for ln in data.lines_for("depth", 10)}
-    assert set(depth10) == {"1-1-1-1", "2-2-2-2"}  # the infeasible #6 (1-1-1-1 r48) is left out
-    assert depth10["2-2-2-2"].x == (3.0, 6.0) and depth10["2-2-2-2"].top1 == (55.0, 58.0)
-    assert depth10["2-2-2-2"].numbers == (4, 5)
-    width5 = {ln.group: ln for ln in data.lines_for("width", 5)}
-    assert width5["w0.25"].numbers == (0, 1) and width5["w0.5"].numbers == (2,)
-    res10 = {ln.group: ln for ln in data.lines_for("resolution", 10)}
-    assert set(res10) == {"r32", "r48"}
-    assert [ln.group for ln in data.lines_for("depth", 5)] == ["1-1-1-1", "2-2-2-2"]
+    # 5 epochs: #0 (1-1-1-1 w0.25 r32), #1 (2-2-2-2 w0.25 r32), #2 (1-1-1-1 w0.5 r32).
+    (depth5,) = data.lines_for("depth", 5)
+    assert depth5.group == "w0.25 r32" and depth5.numbers == (0, 1)
+    assert depth5.steps == ("1-1-1-1", "2-2-2-2") and depth5.x == (2.0, 3.0)
+    (width5,) = data.lines_for("width", 5)
+    assert width5.group == "1-1-1-1 r32" and width5.numbers == (0, 2)
+    assert width5.steps == ("w0.25", "w0.5")
+    assert data.lines_for("resolution", 5) == ()  # every 5-epoch trial is at 32 px
+    # 10 epochs: #3, #4 as #0, #1; #5 (2-2-2-2 w0.5 r48) differs from #4 in width AND
+    # resolution, so it is on no line; the infeasible #6 (1-1-1-1 w0.25 r48) is left out.
+    (depth10,) = data.lines_for("depth", 10)
+    assert depth10.numbers == (3, 4) and depth10.top1 == (48.0, 55.0)
+    assert data.lines_for("width", 10) == () and data.lines_for("resolution", 10) == ()
 
 
 def test_scaling_x_is_flops_by_default_and_keeps_the_best_recipe(records) -> None:  # type: ignore[no-untyped-def]
     study = new_study()
-    arch = small_arch((2, 2, 2, 2))
+    arch, deeper = small_arch((1, 1, 1, 1)), small_arch((2, 2, 2, 2))
     add_trial(study, arch=arch, values=(50.0, 1.0))
     add_trial(study, arch=arch, values=(60.0, 1.0))  # same net, better recipe
+    add_trial(study, arch=deeper, values=(65.0, 2.0))
     data = scaling_data(study_records(study))
     (line,) = data.lines_for("depth", 10)
-    assert line.x == (pytest.approx(count_flops(arch) / 1e6),)
+    assert line.x == (
+        pytest.approx(count_flops(arch) / 1e6),
+        pytest.approx(count_flops(deeper) / 1e6),
+    )
     assert data.x_label == "MFLOPs (forward, 1 image)"
-    assert line.top1 == (60.0,) and line.numbers == (1,)
+    assert line.top1 == (60.0, 65.0) and line.numbers == (1, 2)
 
 
 def test_flops_scale_follows_the_size_of_the_nets() -> None:
@@ -248,21 +256,22 @@ def test_flops_scale_follows_the_size_of_the_nets() -> None:
 
 def test_scaling_includes_pruned_trials_at_their_rung() -> None:
     study = new_study()
-    arch = small_arch()
+    arch, wider = small_arch(), small_arch(width=0.5)
     add_trial(study, arch=arch, epochs=9, values=(60.0, 1.0))
-    # Pruned at the 3-epoch rung: its top-1 there is a point of the 3-epoch curves.
+    # Pruned at the 3-epoch rung: their top-1 there are points of the 3-epoch curves.
+    for a, top1 in ((arch, 35.0), (wider, 38.0)):
+        add_trial(
+            study,
+            arch=a,
+            epochs=9,
+            values=None,
+            state=TrialState.PRUNED,
+            latency_ms=1.0,
+            curve=make_curve(3, final_val=top1),
+        )
     add_trial(
         study,
-        arch=arch,
-        epochs=9,
-        values=None,
-        state=TrialState.PRUNED,
-        latency_ms=1.0,
-        curve=make_curve(3, final_val=35.0),
-    )
-    add_trial(
-        study,
-        arch=arch,
+        arch=wider,
         epochs=9,
         values=None,
         state=TrialState.FAIL,
@@ -272,7 +281,8 @@ def test_scaling_includes_pruned_trials_at_their_rung() -> None:
     data = scaling_data(study_records(study), x_kind="latency")
     assert data.budgets == (3, 9)
     (short,) = data.lines_for("width", 3)
-    assert short.top1 == (pytest.approx(35.0),) and short.numbers == (1,)
+    assert short.top1 == (pytest.approx(35.0), pytest.approx(38.0)) and short.numbers == (1, 2)
+    assert data.lines_for("width", 9) == ()  # one architecture at 9 epochs: no line
 
 
 def test_scaling_budget_is_the_epochs_actually_trained() -> None:

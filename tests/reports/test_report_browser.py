@@ -22,7 +22,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
 SPACE = Path(__file__).parent / "data" / "small_grid.yaml"
-FIGURES = ("pareto", "hypervolume", "complexity", "scaling", "learning", "proposals")
+FIGURES = ("pareto", "hypervolume", "complexity", "scaling", "learning", "fidelity", "proposals")
 
 # Every plotly div: its traces, the points those traces carry and whether plotly drew its SVG.
 PLOTS = """
@@ -134,7 +134,7 @@ def test_report_of_a_study_opens_offline_in_chromium(
         str(png_dir),
     )
     assert result.returncode == 0, result.stderr
-    assert f"report: {out}" in result.stdout and "6 figures" in result.stdout
+    assert f"report: {out}" in result.stdout and "7 figures" in result.stdout
     assert "password" not in result.stdout
     assert sorted(p.name for p in out.parent.iterdir()) == ["demo.html"]  # no temporary left
     html = out.read_text()
@@ -261,9 +261,16 @@ def test_report_of_a_real_search_opens_in_chromium(
         reasons = browser.evaluate(
             "document.getElementById('fig-proposals').data[0].cells.values[4]"
         )
+        fidelity_notes = browser.evaluate(
+            "document.getElementById('fig-fidelity').layout.annotations.map(a => a.text)"
+        )
     assert errors == []
     assert [p["id"] for p in plots] == [f"fig-{key}" for key in FIGURES]
     for plot in plots:
+        if plot["id"] == "fig-fidelity":  # --no-halving: no rung to check, and it says so
+            assert plot["drawn"] and not plot["points"], plot
+            assert "no rung recorded: halving off, or no trial reached a rung" in fidelity_notes
+            continue
         assert plot["drawn"] and plot["traces"] and plot["points"] and plot["marks"], plot
     # The rule depends on the trained curve (train/val gap): either is a proposal with a reason.
     assert len(reasons) == 1, reasons
