@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -168,11 +167,11 @@ def test_the_lock_is_not_shared_with_forked_children(tmp_path: Path) -> None:
     with table_lock(work, out):
         (work / "candidate").mkdir()  # a build in progress: the lock file stays
         child = os.fork()
-        if child == 0:  # pragma: no cover - the child only sleeps, as a loader process would
-            time.sleep(30)
+        if child == 0:  # pragma: no cover - the child only waits, as a loader process would
+            signal.pause()  # until the test kills it
             os._exit(0)
     try:
-        with table_lock(work, out):  # the parent let go; the sleeping child holds nothing
+        with table_lock(work, out):  # the parent let go; the waiting child holds nothing
             assert (work / ".lock").read_text() == f"pid {os.getpid()}"
     finally:
         os.kill(child, signal.SIGKILL)
