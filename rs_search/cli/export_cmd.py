@@ -159,6 +159,15 @@ def export(
             soft_wrap=True,
             markup=False,
         )
+        unstable = [n for n, c in report.checks.items() if c.status == "ok" and not c.stable]
+        if unstable:
+            err_console.print(
+                f"note: the new figure of trial {', '.join(map(str, unstable))} is UNSTABLE (the "
+                "protocol found no quiet, agreeing window: a busy or noisy machine); export "
+                "--remeasure again when the machine is quiet",
+                soft_wrap=True,
+                markup=False,
+            )
 
 
 def _num(value: Any) -> str:

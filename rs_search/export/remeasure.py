@@ -122,7 +122,9 @@ def judge(
     tolerance = max(cached_spread or 0.0, new_spread or 0.0, DRIFT_FLOOR)
     drift: float | None = None
     unstable = (
-        "" if result.stable or not result.ok else "; the new figure is UNSTABLE (busy machine)"
+        ""
+        if result.stable or not result.ok
+        else "; the new figure is UNSTABLE (a busy or noisy machine)"
     )
     if not result.ok:
         flagged = cached_ms is not None
