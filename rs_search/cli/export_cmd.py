@@ -87,6 +87,7 @@ def export(
     config also gets a latency_check (cached and new figure, drift, spread, flagged, device,
     time), measured before anything is written."""
     from rs_search.cli._common import console, err_console
+    from rs_search.devices import parse_device
     from rs_search.env import Environment
     from rs_search.errors import RsSearchError
     from rs_search.export import export_study
@@ -99,6 +100,8 @@ def export(
 
     if device is not None and not remeasure:
         raise RsSearchError("--device goes with --remeasure (where the latency is measured again)")
+    if device is not None:
+        parse_device(device, where="--device", allow_auto=False)  # checked before the study opens
     environment = Environment.from_environ()
     options = Remeasure(device=device, protocol=protocol_for(environment)) if remeasure else None
     opened = open_study(study, storage, retry_seconds=environment.storage_retry_s)

@@ -194,6 +194,7 @@ def test_remeasure_refuses_bad_input_with_one_line_and_writes_nothing(
 
     assert "measures on cpu, not on 'cuda'" in refused("--remeasure", "--device", "cuda")
     assert "--device goes with --remeasure" in refused("--device", "cpu")
+    assert "--device 'gpu': unknown device" in refused("--remeasure", "--device", "gpu")
 
     # the cached figure the trial used was taken on other hardware: a drift would compare two
     # machines, so the check is refused rather than flagging every config
