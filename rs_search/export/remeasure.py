@@ -78,6 +78,7 @@ class LatencyCheck:
     reason: str
     status: str  # the new figure's: ok | oom | error
     stable: bool  # the new figure's protocol verdict (False: the machine was busy or noisy)
+    cached_stable: bool | None  # the cached figure's (None: not in the cache)
     cached_spread: float | None
     remeasured_spread: float | None
     device: str  # where the new figure was taken
@@ -121,10 +122,17 @@ def judge(
     new_spread = result.spread if result.ok else None
     tolerance = max(cached_spread or 0.0, new_spread or 0.0, DRIFT_FLOOR)
     drift: float | None = None
-    unstable = (
-        ""
-        if result.stable or not result.ok
-        else "; the new figure is UNSTABLE (a busy or noisy machine)"
+    cached_stable = (cached or {}).get("stable")
+    cached_stable = cached_stable if isinstance(cached_stable, bool) else None
+    unstable = [
+        *(["the new figure"] if result.ok and not result.stable else []),
+        *(["the cached figure"] if cached_stable is False else []),
+    ]
+    caveat = (
+        f"; {' and '.join(unstable)} {'is' if len(unstable) == 1 else 'are'} UNSTABLE (a busy "
+        "or noisy machine)"
+        if unstable
+        else ""
     )
     if not result.ok:
         flagged = cached_ms is not None
@@ -151,9 +159,10 @@ def judge(
         drift=drift,
         spread=tolerance,
         flagged=flagged,
-        reason=reason + unstable,
+        reason=reason + caveat,
         status=result.status,
         stable=bool(result.stable),
+        cached_stable=cached_stable,
         cached_spread=cached_spread,
         remeasured_spread=new_spread,
         device=result.device_name,

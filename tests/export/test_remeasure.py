@@ -105,6 +105,7 @@ def _cache_rows(storage: str) -> list[dict[str, Any]]:
         return [r.to_dict() for r in cache.results()]
 
 
+@pytest.mark.slow  # two fresh processes (each imports torch) and four figures
 def test_remeasure_flags_the_planted_figure_and_not_the_true_one(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -116,6 +117,7 @@ def test_remeasure_flags_the_planted_figure_and_not_the_true_one(
     # The correct figure is measured again under whatever load this machine has: a drift past
     # the floor is noise then, so the export is repeated (up to 3 times) until the good figure
     # agrees; the planted one must be flagged every time.
+    busy = []
     for attempt in range(3):
         out = tmp_path / f"checked-{attempt}"
         code, stdout, stderr = _export(storage, out, capsys, "--remeasure")
@@ -124,13 +126,20 @@ def test_remeasure_flags_the_planted_figure_and_not_the_true_one(
         planted = docs[1]["latency_check"]
         assert planted["flagged"] is True, planted
         assert planted["cached_ms"] == pytest.approx(wrong.median_ms)
-        assert -0.95 < planted["drift"] < -0.75  # about 1/10 - 1
+        assert -0.95 < planted["drift"] < -0.5  # about 1/10 - 1, and slower under load
         assert planted["remeasured_ms"] == pytest.approx(
             planted["cached_ms"] * (1 + planted["drift"]), rel=1e-3
         )
         if not docs[0]["latency_check"]["flagged"]:
             break
+        good_check = docs[0]["latency_check"]
+        if good_check["stable"] is False or good_check["cached_stable"] is False:
+            busy.append(good_check["reason"])
     check = docs[0]["latency_check"]
+    if check["flagged"] and len(busy) == 3:
+        # every attempt took a figure the protocol itself called unstable: the machine was too
+        # busy to tell noise from drift (a flag is then the check's right answer, not a bug)
+        pytest.skip(f"machine too busy for the good figure to repeat: {busy[-1]}")
     assert check["flagged"] is False, check
     assert check["cached_ms"] == pytest.approx(good.median_ms)
     assert abs(check["drift"]) <= check["spread"]
@@ -141,6 +150,7 @@ def test_remeasure_flags_the_planted_figure_and_not_the_true_one(
         assert c["device"] == here and c["cached_device"] == here
         assert c["measured_at"] and c["cached_measured_at"]
         assert c["status"] == "ok" and c["remeasured_spread"] is not None
+        assert isinstance(c["stable"], bool) and isinstance(c["cached_stable"], bool)
     text = (out / "trial-1.yaml").read_text()
     assert "# LATENCY FLAGGED on cpu-fp32-b8" in text.splitlines()[2]
     assert "FLAGGED" not in (out / "trial-0.yaml").read_text()
@@ -269,4 +279,9 @@ def test_judge_spread_is_the_larger_of_both_figures_and_the_floor() -> None:
     assert oom.flagged and oom.drift is None and "now fails (OOM)" in oom.reason
     unknown = judge(profile="p", cached_ms=None, cached=None, result=_result(stable=False))
     assert not unknown.flagged and "no cached figure" in unknown.reason
-    assert "UNSTABLE" in unknown.reason
+    assert "the new figure is UNSTABLE" in unknown.reason and unknown.cached_stable is None
+    both = judge(
+        profile="p", cached_ms=10.0, cached={"stable": False}, result=_result(stable=False)
+    )
+    assert "the new figure and the cached figure are UNSTABLE" in both.reason
+    assert both.cached_stable is False and not both.stable

@@ -13,6 +13,7 @@ from rs_search.latency.profiles import device_name
 from tests.latency.conftest import QUICK, T1, tiny
 
 
+@pytest.mark.slow  # a new Python process that imports torch and times a net
 def test_a_figure_comes_back_from_a_new_process_by_the_protocol_given() -> None:
     arch = tiny()
     result = measure_in_fresh_process(arch, T1, device="cpu", protocol=QUICK)
