@@ -62,19 +62,48 @@ def export(
             help="Replace a previous export in --out (a folder holding anything else is refused).",
         ),
     ] = False,
+    remeasure: Annotated[
+        bool,
+        typer.Option(
+            "--remeasure",
+            help="Measure each exported config's latency again, in a fresh process on the "
+            "study's target hardware (the search's protocol), and flag a drift from the cached "
+            "figure beyond its spread (at least 20%, a project heuristic) in the YAMLs and the "
+            "index. The latency cache is not changed.",
+        ),
+    ] = False,
+    device: Annotated[
+        str | None,
+        typer.Option(
+            "--device",
+            help="With --remeasure: the device to measure on, cpu, cuda or cuda:<index> "
+            "(default: the target profile's).",
+        ),
+    ] = None,
 ) -> None:
     """Write one YAML per Pareto-optimal trial (arch, recipe, metrics, latency per hardware, why
     it is on the front, provenance) plus index.csv and index.json. Each YAML is accepted by
-    `rs-search train --config`. A study with no finished trial exits 2."""
+    `rs-search train --config`. A study with no finished trial exits 2. With --remeasure each
+    config also gets a latency_check (cached and new figure, drift, spread, flagged, device,
+    time), measured before anything is written."""
     from rs_search.cli._common import console, err_console
+    from rs_search.devices import parse_device
     from rs_search.env import Environment
+    from rs_search.errors import RsSearchError
     from rs_search.export import export_study
     from rs_search.export.latency import read_cached_latency
+    from rs_search.export.remeasure import Remeasure
+    from rs_search.latency.window import protocol_for
     from rs_search.storage.url import mask_url
     from rs_search.study.read import read_study
     from rs_search.study.storage import open_study
 
+    if device is not None and not remeasure:
+        raise RsSearchError("--device goes with --remeasure (where the latency is measured again)")
+    if device is not None:
+        parse_device(device, where="--device", allow_auto=False)  # checked before the study opens
     environment = Environment.from_environ()
+    options = Remeasure(device=device, protocol=protocol_for(environment)) if remeasure else None
     opened = open_study(study, storage, retry_seconds=environment.storage_retry_s)
     try:
         snapshot = read_study(opened.study)
@@ -92,6 +121,8 @@ def export(
             onnx=onnx,
             artifacts=artifacts,
             overwrite=overwrite,
+            remeasure=options,
+            progress=lambda line: err_console.print(line, soft_wrap=True, markup=False),
         )
     finally:
         opened.close()
@@ -105,12 +136,41 @@ def export(
             soft_wrap=True,
             markup=False,
         )
+    for number, latency_check in report.checks.items():
+        console.print(
+            f"trial {number}: latency on {latency_check.profile} {latency_check.summary()}",
+            soft_wrap=True,
+            markup=False,
+        )
     console.print(
         f"exported {len(report.rows)} Pareto-optimal trial(s) to {report.out} "
         "(index.csv, index.json)",
         soft_wrap=True,
         markup=False,
     )
+    if options is not None:
+        flagged = [n for n, c in report.checks.items() if c.flagged]
+        console.print(
+            f"latency re-measured for {len(report.checks)} config(s): "
+            + (
+                f"{len(flagged)} FLAGGED (trial {', '.join(map(str, flagged))}: drift beyond the "
+                "spread; see latency_check in the YAML)"
+                if flagged
+                else "none drifted beyond its spread"
+            )
+            + "; the latency cache is unchanged",
+            soft_wrap=True,
+            markup=False,
+        )
+        unstable = [n for n, c in report.checks.items() if c.status == "ok" and not c.stable]
+        if unstable:
+            err_console.print(
+                f"note: the new figure of trial {', '.join(map(str, unstable))} is UNSTABLE (the "
+                "protocol found no quiet, agreeing window: a busy or noisy machine); export "
+                "--remeasure again when the machine is quiet",
+                soft_wrap=True,
+                markup=False,
+            )
 
 
 def _num(value: Any) -> str:

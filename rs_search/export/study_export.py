@@ -6,6 +6,12 @@ the trial's metrics, its latency per hardware profile, why it is on the front, a
 (study, trial number, origin, data, budget, rs-search/torch/Optuna versions). ``index.csv`` and
 ``index.json`` list the exported trials, best hypervolume contribution first.
 
+With ``remeasure`` (``--remeasure``) each exported architecture's latency is measured again in a
+fresh process on the study's target profile (``rs_search.export.remeasure``): every YAML gets a
+``latency_check`` (cached and new figure, drift, the spread it is judged against, ``flagged``,
+device, time) and the index the columns ``REMEASURE_COLUMNS``. Without it the output is what it
+was before the option existed.
+
 Everything is written into a staging directory and renamed into place at the end
 (``atomic.staged_directory``); a failure leaves ``--out`` as it was. ``--overwrite`` replaces
 only a previous export (:func:`previous_export`): a folder with an export's ``index.json`` and
@@ -19,7 +25,7 @@ import io
 import json
 import re
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +36,7 @@ import yaml
 from rs_search.errors import RsSearchError
 from rs_search.export.atomic import staged_directory
 from rs_search.export.front import FrontEntry, exportable, front_entries
+from rs_search.export.remeasure import LatencyCheck, Remeasure, remeasure_entries
 from rs_search.specs import Candidate
 
 if TYPE_CHECKING:
@@ -58,6 +65,15 @@ INDEX_COLUMNS = (
     "onnx",
 )
 
+# Appended to the index with ``--remeasure`` (``LatencyCheck``): the new figure, the drift and
+# whether it is beyond the spread.
+REMEASURE_COLUMNS = (
+    "latency_remeasured_ms",
+    "latency_drift",
+    "latency_spread",
+    "latency_flagged",
+)
+
 # arch key -> hardware profile name -> latency figures (``export.latency.read_cached_latency``)
 CachedLatency = Mapping[str, Mapping[str, Mapping[str, Any]]]
 
@@ -74,6 +90,7 @@ class ExportReport:
     rows: list[dict[str, Any]]  # the index rows, best hypervolume contribution first
     notes: list[str] = field(default_factory=list)
     configs: list[str] = field(default_factory=list)  # each row's architecture, in words
+    checks: dict[int, LatencyCheck] = field(default_factory=dict)  # trial -> --remeasure's check
 
 
 def _origin(record: TrialRecord) -> str:
@@ -145,13 +162,17 @@ def export_study(
     onnx: bool = False,
     artifacts: str | None = None,
     overwrite: bool = False,
+    remeasure: Remeasure | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> ExportReport:
     """Write the exportable Pareto front of ``study`` to ``out`` (see the module docstring).
 
     ``cached_latency``: the latency cache's figures (every profile is recorded);
     ``hardware``: profile names that must appear ("not measured" when the cache lacks them).
     ``artifacts``: the checkpoint root the workers used (default: the one in
-    the study settings). Raises ``NoFinishedTrial`` (exit 2) when nothing can be exported.
+    the study settings). ``remeasure``: check each exported figure in a fresh process (module
+    docstring); measured before anything is written, with ``progress`` told of each figure.
+    Raises ``NoFinishedTrial`` (exit 2) when nothing can be exported.
     """
     objectives, directions = snapshot.info.objectives, snapshot.info.directions
     settings = snapshot.settings
@@ -173,6 +194,15 @@ def export_study(
     exportable_count = sum(1 for r in records if exportable(r))
     versions = _versions()
     exported_at = datetime.now(UTC).isoformat(timespec="seconds")
+    checks: dict[int, LatencyCheck] = {}
+    if remeasure is not None:
+        checks = remeasure_entries(
+            entries,
+            target=settings.target if settings is not None else None,
+            cached_latency=cached_latency or {},
+            options=remeasure,
+            progress=progress,
+        )
     notes: list[str] = []
     rows: list[dict[str, Any]] = []
     configs: list[str] = []
@@ -216,16 +246,40 @@ def export_study(
             doc["files"] = files
             row["weights"] = files.get("weights", {}).get("file", "")
             row["onnx"] = files.get("onnx", {}).get("file", "")
+            check = checks.get(number)
+            if check is not None:
+                doc["latency_check"] = check.to_dict()
+                row.update(_check_columns(check))
             text = (
                 f"# rs-search export: trial {number} of study {snapshot.name!r}.\n"
                 f"# Train it again: rs-search train --config trial-{number}.yaml --data DATA\n"
+                + _warning(check)
                 + yaml.safe_dump(doc, sort_keys=False, allow_unicode=True)
             )
             (stage / row["file"]).write_text(text)
             rows.append(row)
             configs.append(entry.record.label)
-        _write_index(stage, rows)
-    return ExportReport(out=out, rows=rows, notes=notes, configs=configs)
+        columns = INDEX_COLUMNS + (REMEASURE_COLUMNS if remeasure is not None else ())
+        _write_index(stage, rows, columns)
+    return ExportReport(out=out, rows=rows, notes=notes, configs=configs, checks=checks)
+
+
+def _check_columns(check: LatencyCheck) -> dict[str, Any]:
+    data = check.to_dict()
+    return {
+        "latency_remeasured_ms": data["remeasured_ms"],
+        "latency_drift": data["drift"],
+        "latency_spread": data["spread"],
+        "latency_flagged": check.flagged,
+    }
+
+
+def _warning(check: LatencyCheck | None) -> str:
+    """A comment above a flagged config's YAML, so a reader of the file cannot miss it."""
+    if check is None or not check.flagged:
+        return ""
+    line = f"# LATENCY FLAGGED on {check.profile}: {check.summary()}"
+    return " ".join(line.splitlines()) + "\n"
 
 
 def _document(
@@ -413,11 +467,11 @@ def previous_export(folder: Path) -> str | None:
     return None
 
 
-def _write_index(stage: Path, rows: list[dict[str, Any]]) -> None:
+def _write_index(stage: Path, rows: list[dict[str, Any]], columns: Sequence[str]) -> None:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(INDEX_COLUMNS), extrasaction="ignore")
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in INDEX_COLUMNS})
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in columns})
     (stage / "index.csv").write_text(buffer.getvalue())
     (stage / "index.json").write_text(json.dumps({"trials": rows}, indent=2) + "\n")
