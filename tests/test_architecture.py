@@ -43,7 +43,7 @@ ABOVE_STUDY = (
 )
 ATTR_CONTAINERS = {"user_attrs", "system_attrs"}
 ATTR_SETTERS = {"set_user_attr", "set_system_attr", "set_trial_user_attr", "set_trial_system_attr"}
-# Optuna's private names the storage facade is allowed to use (Optuna 5.0).
+# Optuna's private names the storage facade is allowed to use (Optuna 5.1).
 OPTUNA_PRIVATE = {
     "_storage",
     "_backend",

@@ -7,7 +7,7 @@ Reads, and writes that leave the same row when repeated, are repeated with expon
 to a restart of PostgreSQL. Creating a trial and changing a trial's state are not safe to repeat
 (a commit whose reply was lost would leave a second trial, or a claimed trial with no heartbeat):
 after an ambiguous failure the trial is read back first (issue 10, audit). Written against Optuna
-5.0, whose ``_CachedStorage`` calls some private methods of the backend directly; the version is
+5.1, whose ``_CachedStorage`` calls some private methods of the backend directly; the version is
 pinned by ``tests/study/test_storage.py``.
 """
 
@@ -41,7 +41,7 @@ _log = logging.getLogger("rs_search.study.storage")
 
 T = TypeVar("T")
 
-OPTUNA_VERSION = "5.0"  # the Optuna release this facade was written against (major.minor)
+OPTUNA_VERSION = "5.1"  # the Optuna release this facade was written against (major.minor)
 # Backoff 0.5, 1, 2, 4, 8, 16, 16, ... seconds; about two minutes in all by default.
 DEFAULT_RETRY_SECONDS = 120.0
 # A trial system attribute naming the call that created the trial, so that after an ambiguous

@@ -1,6 +1,6 @@
 """The storage facade: the one place that opens Optuna's storage and knows its insides.
 
-Everything here and in ``rdb``/``queue`` is written against Optuna 5.0 (``tests/study/
+Everything here and in ``rdb``/``queue`` is written against Optuna 5.1 (``tests/study/
 test_storage.py`` pins the version, so an upgrade is a deliberate act): the other packages use
 Optuna's public API or this layer.
 
