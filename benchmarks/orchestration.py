@@ -454,16 +454,21 @@ def run_config(config: Config) -> dict[str, Any]:
         if time.monotonic() > deadline or any(p.exitcode not in (None, 0) for p in procs):
             break
         time.sleep(0.01)
-    cpu_before = _cpu_sample()
+    busy_before, server = _busy_seconds(), ServerCpu()
     go_wall, go_perf = time.time(), time.perf_counter()
     barrier.touch()
+    deadline = time.monotonic() + WORKER_TIMEOUT_S
+    # poll the server's processes while the workers run: a connection's backend process exits
+    # with its worker, and its CPU time with it
+    while any(p.is_alive() for p in procs) and time.monotonic() < deadline:
+        server.poll()
+        time.sleep(0.2)
     for proc in procs:
-        proc.join(WORKER_TIMEOUT_S)
         if proc.is_alive():
             proc.kill()
-            proc.join()
+        proc.join()
     done_perf = time.perf_counter()
-    cpu_after = _cpu_sample()
+    cpu = {"busy": _busy_seconds() - busy_before, "postgres": server.total()}
     workers = []
     for index in range(config.workers):
         path = workdir / f"worker-{index}.json"
@@ -479,7 +484,7 @@ def run_config(config: Config) -> dict[str, Any]:
         trials=trials,
         go_wall=go_wall,
         elapsed=done_perf - go_perf,
-        cpu=_cpu_delta(cpu_before, cpu_after),
+        cpu=cpu,
     )
 
 
@@ -504,27 +509,43 @@ def _stored_trials(url: str) -> list[dict[str, Any]]:
 # -- CPU accounting ---------------------------------------------------------------------------
 
 
-def _cpu_sample() -> dict[str, float]:
-    """Machine busy seconds (all CPUs) and the PostgreSQL server processes' CPU seconds."""
+def _busy_seconds() -> float:
+    """CPU seconds the whole machine has been busy (all CPUs; /proc/stat less idle and iowait)."""
+    fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)
+    return (sum(fields) - idle) / os.sysconf("SC_CLK_TCK")
+
+
+def _postgres_cpu() -> dict[int, float]:
+    """pid -> CPU seconds (user + system) of every process named ``postgres`` on this machine."""
     tick = os.sysconf("SC_CLK_TCK")
-    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-    values = [float(v) for v in fields]
-    idle = values[3] + (values[4] if len(values) > 4 else 0.0)
-    postgres = 0.0
+    out: dict[int, float] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
         except OSError:
-            continue
-        name = text[text.find("(") + 1 : text.rfind(")")]
-        if name.startswith("postgres"):
+            continue  # exited meanwhile
+        if text[text.find("(") + 1 : text.rfind(")")].startswith("postgres"):
             rest = text[text.rfind(")") + 2 :].split()
-            postgres += float(rest[11]) + float(rest[12])  # utime, stime (fields 14, 15)
-    return {"busy": (sum(values) - idle) / tick, "postgres": postgres / tick}
+            out[int(stat.parent.name)] = (float(rest[11]) + float(rest[12])) / tick
+    return out
 
 
-def _cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
-    return {k: after[k] - before[k] for k in before}
+class ServerCpu:
+    """The PostgreSQL server's CPU seconds since construction, polled: a backend that started
+    after it counts from zero, one that exited counts up to its last poll (at most one polling
+    interval is lost). The whole local server: other users' sessions are included."""
+
+    def __init__(self) -> None:
+        self.base = _postgres_cpu()
+        self.last = dict(self.base)
+
+    def poll(self) -> None:
+        self.last.update(_postgres_cpu())
+
+    def total(self) -> float:
+        self.poll()
+        return sum(max(0.0, cpu - self.base.get(pid, 0.0)) for pid, cpu in self.last.items())
 
 
 # -- figures ------------------------------------------------------------------------------------
@@ -654,6 +675,116 @@ def compare(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+STORAGE_METHODS = (
+    "get_all_trials",
+    "get_trial",
+    "set_trial_user_attr",
+    "set_trial_system_attr",
+    "set_trial_param",
+    "set_trial_state_values",
+    "create_new_trial",
+    "record_heartbeat",
+    "_get_stale_trial_ids",
+    "get_study_user_attrs",
+    "get_study_system_attrs",
+    "get_study_directions",
+    "get_study_id_from_name",
+)
+
+
+def storage_calls(engine: str, backend: str, server: str, trials: int) -> dict[str, Any]:
+    """One worker, in this process, ``trials`` trials: each storage method the search calls
+    (through Optuna's cached storage: what the search sees), how often per trial and the wall
+    time in it; the process's CPU and the PostgreSQL server's CPU per trial. What tells where a
+    trial's overhead goes. Call it last: it wraps the storage class of this process."""
+    from optuna.storages._cached_storage import _CachedStorage
+
+    calls: dict[str, list[float]] = {name: [0, 0.0] for name in STORAGE_METHODS}
+    depth = [0]
+
+    def wrap(name: str) -> None:
+        method = getattr(_CachedStorage, name)
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            depth[0] += 1
+            began = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth[0] -= 1
+                if depth[0] == 0:
+                    calls[name][0] += 1
+                    calls[name][1] += time.perf_counter() - began
+
+        wrapper.__wrapped__ = method  # type: ignore[attr-defined]
+        setattr(_CachedStorage, name, wrapper)
+
+    with tempfile.TemporaryDirectory(prefix="rs-orch-calls-") as scratch:
+        with fresh_database(backend, server, Path(scratch)) as url:
+            config = Config(
+                engine=engine,
+                backend=backend,
+                workers=1,
+                trials_per_worker=trials,
+                seed=0,
+                heartbeat=30,
+                url=url,
+                workdir=scratch,
+            )
+            setup_study(config)
+            for name in STORAGE_METHODS:
+                if hasattr(_CachedStorage, name):
+                    wrap(name)
+            answers = _answers(config)
+            sql_n, sql_s, sampler_s = METER.snapshot()
+            server_cpu = ServerCpu()
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            try:
+                (_run_rs if engine == "rs-search" else _run_optuna)(config, 0, answers)
+            finally:
+                for name in STORAGE_METHODS:
+                    if hasattr(_CachedStorage, name):
+                        setattr(_CachedStorage, name, getattr(_CachedStorage, name).__wrapped__)
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            served = server_cpu.total() if backend == "postgresql" else math.nan
+            end_n, end_s, end_sampler = METER.snapshot()
+    return {
+        "engine": engine,
+        "backend": backend,
+        "trials": trials,
+        "wall_ms_per_trial": 1000 * wall / trials,
+        "client_cpu_ms_per_trial": 1000 * cpu / trials,
+        "server_cpu_ms_per_trial": 1000 * served / trials,
+        "sql_statements_per_trial": (end_n - sql_n) / trials,
+        "sql_ms_per_trial": 1000 * (end_s - sql_s) / trials,
+        "sampler_ms_per_trial": 1000 * (end_sampler - sampler_s) / trials,
+        "calls": {
+            name: {"per_trial": n / trials, "ms_per_trial": 1000 * t / trials}
+            for name, (n, t) in sorted(calls.items(), key=lambda kv: -kv[1][1])
+            if n
+        },
+    }
+
+
+def calls_text(profiles: list[dict[str, Any]]) -> str:
+    lines = []
+    for p in profiles:
+        lines.append(
+            f"{p['engine']} on {p['backend']}, 1 worker, {p['trials']} trials: "
+            f"{p['wall_ms_per_trial']:.0f} ms/trial wall, client CPU "
+            f"{p['client_cpu_ms_per_trial']:.0f} ms, server CPU "
+            f"{p['server_cpu_ms_per_trial']:.0f} ms, {p['sql_statements_per_trial']:.0f} SQL "
+            f"statements ({p['sql_ms_per_trial']:.0f} ms), "
+            f"sampler {p['sampler_ms_per_trial']:.0f} ms"
+        )
+        for name, c in p["calls"].items():
+            lines.append(
+                f"    {name:<28} {c['per_trial']:5.1f} calls/trial "
+                f"{c['ms_per_trial']:7.1f} ms/trial"
+            )
+    return "\n".join(lines)
+
+
 def machine() -> dict[str, Any]:
     from rs_search.latency.profiles import device_name
 
@@ -727,11 +858,20 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--engines", default="optuna,rs-search", help="optuna, rs-search")
     parser.add_argument("--server", default=None, help="PostgreSQL server URL")
+    parser.add_argument(
+        "--storage-calls",
+        type=int,
+        default=30,
+        metavar="N",
+        help="then one worker per engine on the first storage, N trials, in this process: each "
+        "storage call per trial, client and server CPU (0: skip)",
+    )
     parser.add_argument("--quick", action="store_true", help="1 and 2 workers, 4 trials each")
     parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON here")
     args = parser.parse_args(argv)
     if args.quick:
         args.workers, args.trials_per_worker, args.heartbeat = "1,2", 4, 2
+        args.storage_calls = min(args.storage_calls, 6)
     try:
         args.worker_counts = sorted({int(w) for w in args.workers.split(",") if w.strip()})
     except ValueError:
@@ -803,6 +943,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     comparison = compare(runs)
     print()
     print(table_text(runs, comparison))
+    profiles = []
+    if args.storage_calls > 0:
+        install_meter()
+        for engine in args.engine_list:
+            profiles.append(storage_calls(engine, args.backend_list[0], server, args.storage_calls))
+        print()
+        print(calls_text(profiles))
     report = {
         "machine": info,
         "settings": {
@@ -817,6 +964,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         },
         "runs": runs,
         "comparison": comparison,
+        "storage_calls": profiles,
         "total_s": time.perf_counter() - started,
     }
     if args.out is not None:

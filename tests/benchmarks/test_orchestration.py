@@ -138,6 +138,22 @@ def test_quick_run_writes_consistent_figures(tmp_path: Path) -> None:
         top = summary["at_largest"]
         assert top["workers"] == 2
         assert top["met"] == (top["ratio"] >= 0.8 and top["rs_p99_ms"] < 100)
+    # the storage-call breakdown: one worker per engine on the first storage
+    profiles = report["storage_calls"]
+    assert [(p["engine"], p["backend"]) for p in profiles] == [
+        ("optuna", "postgresql"),
+        ("rs-search", "postgresql"),
+    ]
+    for p in profiles:
+        assert p["trials"] >= 2 and p["wall_ms_per_trial"] > 0, p["engine"]
+        assert p["client_cpu_ms_per_trial"] > 0 and p["server_cpu_ms_per_trial"] > 0, p["engine"]
+        assert p["sql_statements_per_trial"] > 0, p["engine"]
+        assert p["calls"], p["engine"]
+        # the storage calls are part of a trial's time, counted once (outermost call only)
+        spent = sum(c["ms_per_trial"] for c in p["calls"].values())
+        assert 0 < spent <= p["wall_ms_per_trial"], p["engine"]
+    assert "set_trial_user_attr" in profiles[1]["calls"]  # the search records its trials
+    assert "calls/trial" in proc.stdout
     assert "must-show" in proc.stdout and "postgresql" in proc.stdout
     # every database the run created was dropped again
     assert _rs_orch_databases(server) <= before
