@@ -22,29 +22,30 @@ ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "orchestration.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-import orchestration  # noqa: E402
+from orchcost import figures  # noqa: E402
+from orchcost.common import TABLE, bench_space  # noqa: E402
 
 
 def test_saturation_is_where_the_rate_stops_rising() -> None:
-    assert orchestration.saturation({1: 10.0, 4: 30.0, 8: 32.0, 16: 31.0}) == 4
-    assert orchestration.saturation({1: 10.0, 4: 30.0, 8: 60.0, 16: 90.0}) is None
-    assert orchestration.saturation({1: 10.0, 4: 9.0}) == 1
+    assert figures.saturation({1: 10.0, 4: 30.0, 8: 32.0, 16: 31.0}) == 4
+    assert figures.saturation({1: 10.0, 4: 30.0, 8: 60.0, 16: 90.0}) is None
+    assert figures.saturation({1: 10.0, 4: 9.0}) == 1
     # a gain just under the threshold is no longer rising
-    assert orchestration.saturation({1: 10.0, 2: 10.0 * orchestration.SATURATION_GAIN - 0.01}) == 1
+    assert figures.saturation({1: 10.0, 2: 10.0 * figures.SATURATION_GAIN - 0.01}) == 1
 
 
 def test_percentile_matches_numpy() -> None:
     values = [5.0, 1.0, 9.0, 3.0, 7.0, 2.0, 100.0]
     for q in (0, 50, 90, 99, 100):
-        assert orchestration.percentile(values, q) == pytest.approx(np.percentile(values, q))
-    assert math.isnan(orchestration.percentile([], 50))
+        assert figures.percentile(values, q) == pytest.approx(np.percentile(values, q))
+    assert math.isnan(figures.percentile([], 50))
 
 
 def test_bench_space_adds_a_learning_rate_range_around_the_tables() -> None:
     from rs_search.bench.table import load_table
 
-    table = load_table(orchestration.TABLE)
-    space = orchestration.bench_space(table)
+    table = load_table(TABLE)
+    space = bench_space(table)
     domain = space.param("recipe.lr_per_256").domain
     assert domain.contains(0.8) and domain.contains(0.41) and domain.contains(1.59)
     assert not domain.contains(0.39) and not domain.contains(1.61)
