@@ -19,12 +19,15 @@ import time
 import uuid
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from optuna.exceptions import StorageInternalError, UpdateFinishedTrialError
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
+from optuna.storages._rdb import models
+from optuna.storages._rdb.storage import _create_scoped_session
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy import update
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, SQLAlchemyError
 
@@ -372,7 +375,13 @@ class ResilientStorage(RDBStorage):
         recorded for it, so that if it was this process's and nobody runs it, the next worker's
         stale-trial check fails it and queues its retry (a claimed trial with no heartbeat would
         stay RUNNING for ever)."""
-        write = super().set_trial_state_values
+
+        def write() -> bool:
+            if state == TrialState.RUNNING and values is None:
+                return self._claim(trial_id)
+            return super(ResilientStorage, self).set_trial_state_values(
+                trial_id, state, values=values
+            )
 
         def recover() -> Any:
             now = self.get_trial(trial_id).state
@@ -395,9 +404,31 @@ class ResilientStorage(RDBStorage):
                 )
             return _AGAIN
 
-        return self._once(
-            "set_trial_state_values", lambda: write(trial_id, state, values=values), recover
+        return self._once("set_trial_state_values", write, recover)
+
+    def _claim(self, trial_id: int) -> bool:
+        """WAITING -> RUNNING in one conditional UPDATE, which exactly one process wins on any
+        database. Optuna's claim reads the row (``SELECT ... FOR UPDATE``) and then writes it:
+        SQLite has no row locks and Python's sqlite3 driver begins the transaction only at the
+        write, so two workers on one SQLite file both claimed a trial, both ran it, and the
+        second to finish died on "Cannot tell a COMPLETE trial" (measured with 4 workers by
+        ``benchmarks/orchestration.py``). As Optuna's: False when another process holds the
+        trial, ``UpdateFinishedTrialError`` when it has finished."""
+        trials = models.TrialModel.__table__
+        claim = (
+            update(trials)
+            .where(trials.c.trial_id == trial_id, trials.c.state == TrialState.WAITING)
+            # naive UTC, as Optuna stores it (models.TrialModel.datetime_start)
+            .values(state=TrialState.RUNNING, datetime_start=datetime.now(UTC).replace(tzinfo=None))
         )
+        with _create_scoped_session(self.scoped_session) as session:
+            won = session.execute(claim).rowcount == 1  # type: ignore[attr-defined]
+        if won:
+            return True
+        now = self.get_trial(trial_id).state
+        if now.is_finished():
+            raise UpdateFinishedTrialError(f"trial id {trial_id} is already finished ({now.name})")
+        return False
 
 
 def _with_token(template: FrozenTrial | None, token: str) -> FrozenTrial:
