@@ -21,6 +21,30 @@ roughly doubled the epochs of small studies (a noisy latency figure makes many e
 "fastest so far") and added nothing once ``n >= eta^2``; see benchmarks/RESULTS.md, "Search".
 Seeds (the space's listed configurations) and the scaling rules' proposals are never pruned
 (:func:`exemption`).
+
+**The regime** (issue 12 item 3). Bello et al. (2021, Sec. 7) show that the best net after a
+few epochs is not the best after many: deeper and wider nets learn slower early and win at long
+budgets. A rung ranks by top-1 mid-schedule, so plain halving prunes exactly those. Here a rung
+prunes only where the study's own evidence says its ranking holds (:func:`regime_exemption`),
+measured, never assumed (DESIGN.md section 3):
+
+- the evidence at a rung is every trial that trained to the full budget and recorded a value at
+  the rung (seeds and rule proposals always do, so every study has some): Kendall's tau-b of top-1
+  at the rung against top-1 at the end (``rs_search.fidelity``, the statistic the report's
+  fidelity panel shows);
+- with fewer than ``fidelity.MIN_TRIALS`` such trials, or a tau below ``fidelity.MIN_TRUSTED_TAU``
+  (both project heuristics, shared with the report's warning), the rung promotes everyone;
+- a candidate with more than ``SIMILAR_SIZE`` times the parameters of the largest of them is
+  promoted as well: a tau measured on smaller nets says nothing about the slow starters
+  (project heuristic);
+
+and the decision records the tau, the number of trials behind it and, when it promoted a trial
+its place would have pruned, why. The cost is that the first trials of a study train to the end
+until the rung is measured (seeds count); on a short schedule where ranks hold (tau 0.83 at the
+CI table's rung) pruning starts after them. A rung does not decide on stale batch-norm statistics
+either: the engine recomputes them before every evaluation (``rs_search.train.batchnorm``).
+Measured before/after on recorded curves: benchmarks/RESULTS.md, "Halving that respects the
+regime".
 Everything here is pure: it reads trial records (``rs_search.study.record``). Where the rungs
 sit is part of a study's settings (``rs_search.study.settings.rung_epochs``).
 """
@@ -137,8 +161,10 @@ def exempt(decision: Decision, why: str) -> Decision:
 #: about one step of the published ResNet-RS depths (50 -> 101: 1.8x the parameters) or of a
 #: width multiplier by sqrt(2).
 SIMILAR_SIZE = 2.0
-#: Without enough full-budget trials to measure a rung (fewer than ``MIN_TRIALS``), does the rung
-#: prune (True: as plain successive halving does) or promote everyone until it is measured?
+#: Before enough full-budget trials measure a rung (fewer than ``MIN_TRIALS``), does it prune as
+#: plain successive halving does (True) or promote everyone (False)? Both were replayed on the
+#: benchmark tables (benchmarks/RESULTS.md, "Halving that respects the regime"): pruning before
+#: the rung is measured kept most of the front loss, so an unmeasured rung promotes.
 PRUNE_UNMEASURED = False
 
 
@@ -191,7 +217,10 @@ def regime_exemption(evidence: Evidence, params_m: float | None) -> str | None:
             f"{MIN_TRIALS} (project heuristic)"
         )
     if a.n >= MIN_TRIALS and not a.defined:
-        return f"rung rank agreement undefined over {a.n} full-budget trials"
+        return (
+            f"rung rank agreement undefined over {a.n} full-budget trials (all equal): not "
+            "measured, so it promotes (project heuristic)"
+        )
     if a.n >= MIN_TRIALS and a.tau < MIN_TRUSTED_TAU:
         return (
             f"rung ranks unlike the full budget: Kendall tau {a.tau:.2f} over {a.n} full-budget "
