@@ -100,9 +100,13 @@ class Decision:
         verdict = "continues" if self.keep else "pruned"
         if self.exempt:
             verdict += f" ({self.exempt})"
+        measured = ""
+        if self.evidence:
+            tau = "undefined" if self.tau is None else f"{self.tau:.2f}"
+            measured = f", rung tau {tau} over {self.evidence} full-budget trials"
         return (
             f"epoch {self.epoch}: place {self.position + 1} of {self.field_size} "
-            f"({_front_words(self.rank)}), top {self.kept} continue: {verdict}"
+            f"({_front_words(self.rank)}), top {self.kept} continue{measured}: {verdict}"
         )
 
     def to_dict(self) -> dict[str, int | bool | str | float]:

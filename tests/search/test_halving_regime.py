@@ -58,7 +58,8 @@ def test_a_slow_early_deeper_candidate_is_not_pruned_where_the_rung_s_ranks_do_n
     assert decision.keep and decision.position == plain.position
     assert decision.to_dict()["evidence"] == 6
     assert decision.to_dict()["tau"] == pytest.approx(evidence.agreement.tau, abs=1e-4)
-    assert decision.reason().endswith(f"continues ({why})")
+    assert decision.reason().endswith(f"over 6 full-budget trials: continues ({why})")
+    assert f"rung tau {evidence.agreement.tau:.2f}" in decision.reason()
 
 
 def test_pruning_still_happens_where_the_rung_s_ranks_hold():
