@@ -7,9 +7,11 @@ not the best after many (deeper nets learn slower early). The check is measured,
 Kendall's tau-b (``scipy.stats.kendalltau``) between top-1 at the rung and top-1 at the full
 budget, over candidates that have both.
 
-One pure statistic, two users: the benchmark tables (``rs_search.bench.metrics.rank_agreement``,
-every candidate's whole curve) and a real study's report and status (``rs_search.reports.
-fidelity``, the trials that trained past each rung). Plain arrays in, no study, no table.
+One pure statistic, three users: the benchmark tables (``rs_search.bench.metrics.rank_agreement``,
+every candidate's whole curve), a real study's report and status (``rs_search.reports.
+fidelity``, the trials that trained past each rung), and halving itself, which prunes at a rung
+only where this check, over the study's full-budget trials, trusts it
+(``rs_search.search.halving.regime_exemption``). Plain arrays in, no study, no table.
 """
 
 from __future__ import annotations

@@ -357,7 +357,8 @@ class Objective:
         measured = Measurements(latency_ms=figures.median_ms, memory_mb=figures.memory_mb)
         me = halving.objective_point(top1, measured, objectives)
         assert me is not None
-        field_ = halving.rung_points(study_records(trial.study, objectives), epoch, objectives)
+        records = study_records(trial.study, objectives)
+        field_ = halving.rung_points(records, epoch, objectives)
         origin = stored.retry_origin
         field_[origin] = me
         origins = sorted(field_)
@@ -368,7 +369,13 @@ class Objective:
             eta=self.settings.eta,
             epoch=epoch,
         )
+        evidence = halving.rung_evidence(records, epoch)
+        decision = halving.with_evidence(decision, evidence)
         if (why := halving.exemption(stored)) is not None:
+            decision = halving.exempt(decision, why)
+        elif (
+            why := halving.regime_exemption(evidence, _params_m(records, trial.number))
+        ) is not None:
             decision = halving.exempt(decision, why)
         _log.info("trial %d: %s", trial.number, decision.reason())
         return decision
@@ -384,6 +391,11 @@ class _Progress:
     first_epoch: int | None = None
     decisions: list[dict[str, Any]] = field(default_factory=list)
     pruned: halving.Decision | None = None
+
+
+def _params_m(records: list[TrialRecord], number: int) -> float | None:
+    """The running trial's parameter count as it stored it (``_run`` sets it before training)."""
+    return next((r.measured.params_m for r in records if r.number == number), None)
 
 
 def _fmt(value: float) -> str:
