@@ -8,7 +8,8 @@ training images and stops generalizing: the textbook overfitting curve, real, no
 ``record(path)`` trains it and writes the curve (``EpochMetrics`` rows, as a trial stores them)
 to ``path`` as JSON; ``tests/selection/data/overfit-curve.json`` was written by::
 
-    OMP_NUM_THREADS=1 PYTHONPATH=. python -m tests.selection.overfit_run tests/selection/data/overfit-curve.json
+    OMP_NUM_THREADS=1 PYTHONPATH=. python -m tests.selection.overfit_run \
+        tests/selection/data/overfit-curve.json
 
 Every choice here (sizes, epochs, LR) is a project choice made to overfit quickly on a CPU.
 """
