@@ -216,9 +216,12 @@ def rule_outcomes(records: Sequence[TrialRecord], settings: StudySettings) -> li
 
 def _result(trial: TrialRecord, source: TrialRecord | None) -> str:
     """The trial's top-1 and latency against its source trial's, or its state."""
+    retry = f" (retry of trial {trial.retry_of})" if trial.retry_of is not None else ""
+    if trial.state == "FAIL" and not trial.finished:
+        return f"stopped before its end: a retry takes it over{retry}"
     if trial.state != "COMPLETE" or trial.top1 is None:
         epochs = f" after {trial.epochs_trained} epochs" if trial.epochs_trained else ""
-        return f"{trial.state.lower()}{epochs}"
+        return f"{trial.state.lower()}{epochs}{retry}"
     if trial.rejected is not None:
         return f"rejected before training ({trial.rejected})"
     parts = []
