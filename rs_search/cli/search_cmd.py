@@ -17,13 +17,24 @@ from rs_search.cli._common import HELP_STORAGE, console, err_console, print_tabl
 
 if TYPE_CHECKING:
     from rs_search.search.launch import StartPlan
+    from rs_search.search.summary import RuleOutcome
 
 AutoScale = Annotated[
     bool,
     typer.Option(
-        "--auto-scale",
+        "--auto-scale/--no-auto-scale",
         help="After each trial from the sampler, enqueue one candidate proposed by the "
         "paper's scaling rules (see rs-search propose).",
+    ),
+]
+StartAutoScale = Annotated[
+    bool,
+    typer.Option(
+        "--auto-scale/--no-auto-scale",
+        help="The paper's scaling rules in the search (on by default): after each trial from "
+        "the sampler, a candidate they propose (depth where the trial overfits or the regime "
+        "is long, else width) takes the next trial slot; the closing summary shows what each "
+        "proposed, why, and how it did.",
     ),
 ]
 HELP_DEVICE = "auto (one worker per visible GPU, else the CPU), cpu, cuda or cuda:<index>."
@@ -161,7 +172,7 @@ def start(
             help="DataLoader processes per worker (default: the engine's choice).",
         ),
     ] = None,
-    auto_scale: AutoScale = False,
+    auto_scale: StartAutoScale = True,
 ) -> None:
     """Create (or resume) a study, print the compute estimate, run local workers, show progress,
     and print the Pareto front with the commands that export and report it."""
@@ -269,6 +280,7 @@ def start(
         )
     else:
         console.print("no trained, feasible trial yet: the front is empty")
+    _print_rules(summary.rule_outcomes(outcome.records, settings), auto_scale=plan.auto_scale)
     console.print(outcome.progress.line(), markup=False)
     console.print("next:")
     for cmd in launch.next_commands(plan):
@@ -283,6 +295,34 @@ def start(
             err_console.print(f"  {line}", soft_wrap=True, markup=False)
     if bad:
         raise typer.Exit(1)
+
+
+def _print_rules(outcomes: list[RuleOutcome], *, auto_scale: bool) -> None:
+    """What each scaling-rule trial proposed, why, and how it did against its source trial;
+    the paper's part and the project's heuristics once at the end. Reasons come from the
+    study: printed without markup."""
+    if not outcomes:
+        if auto_scale:
+            console.print(
+                "scaling rules: no proposal ran (each worker's log says why after every trial)"
+            )
+        return
+    console.print(
+        f"scaling rules: {len(outcomes)} proposal(s) ran (--no-auto-scale turns them off)"
+    )
+    cited: list[str] = []
+    for o in outcomes:
+        source = f" from trial {o.source}" if o.source is not None else ""
+        front = "; on the front" if o.on_front else ""
+        console.print(
+            f"  trial {o.number} {o.origin}{source}: {o.step} -> {o.result}{front}",
+            soft_wrap=True,
+            markup=False,
+        )
+        console.print(f"    why: {o.why}", soft_wrap=True, markup=False)
+        cited.extend(c for c in o.citations if c not in cited)
+    for citation in cited:
+        console.print(f"  [{citation}]", soft_wrap=True, markup=False)
 
 
 def _print_head_node(plan: StartPlan) -> None:

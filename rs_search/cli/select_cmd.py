@@ -166,7 +166,7 @@ def scale(
     from rs_search.cli._common import console, print_table
     from rs_search.env import Environment
     from rs_search.errors import RsSearchError
-    from rs_search.search.proposals import StudyCosts
+    from rs_search.search.proposals import StudyCosts, train_images_of
     from rs_search.selection.scaling import RuleSettings, TrialView, scaled_family
     from rs_search.study.read import settings_of, study_records
     from rs_search.study.storage import open_study
@@ -184,7 +184,10 @@ def scale(
             )
         record = records[trial]
         view = TrialView.from_record(
-            record, budget=settings.budget_epochs, objectives=settings.objectives
+            record,
+            budget=settings.budget_epochs,
+            objectives=settings.objectives,
+            train_images=train_images_of(settings) if rule == "auto" else None,
         )
         if view is None:
             raise RsSearchError(f"trial {trial} has no candidate (state {record.state})")

@@ -374,8 +374,13 @@ def next_commands(plan: StartPlan) -> list[str]:
 
 
 def worker_command(plan: StartPlan) -> str:
-    """The command that joins the study from another machine, as a shell command line."""
-    return f"rs-search worker --study {shlex.quote(plan.study_name)} --storage {storage_flag(plan)}"
+    """The command that joins the study from another machine, as a shell command line (with
+    ``--auto-scale`` when ``start`` runs the scaling rules, so remote trials feed them too)."""
+    rules = " --auto-scale" if plan.auto_scale else ""
+    return (
+        f"rs-search worker --study {shlex.quote(plan.study_name)}{rules} "
+        f"--storage {storage_flag(plan)}"
+    )
 
 
 def worker_notes(plan: StartPlan) -> list[str]:

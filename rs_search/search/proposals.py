@@ -163,6 +163,24 @@ def _float_or_none(value: Any) -> float | None:
 # -- proposing and enqueuing ---------------------------------------------------------------------
 
 
+def train_images_of(settings: StudySettings) -> int | None:
+    """The study's training-set size (the regime the rules read), opened as ``start`` checks it
+    and remembered per process; None when the data cannot be opened here (a worker without the
+    data folder still proposes, and the reason says the size is unknown)."""
+    from rs_search.search.launch import check_data
+
+    key = (settings.data, settings.space_fingerprint)
+    if key not in _TRAIN_IMAGES:
+        try:
+            _TRAIN_IMAGES[key] = check_data(settings.data, settings.search_space())
+        except Exception:  # noqa: BLE001 - a size for the reasons, never a reason to fail
+            _TRAIN_IMAGES[key] = None
+    return _TRAIN_IMAGES[key]
+
+
+_TRAIN_IMAGES: dict[tuple[str, str], int | None] = {}
+
+
 def propose_for_study(
     study: optuna.Study,
     settings: StudySettings,
@@ -179,7 +197,12 @@ def propose_for_study(
     rules = rules or RuleSettings(space=space)
     if records is None:
         records = study_records(study, settings.objectives)
-    views = views_for(records, budget=settings.budget_epochs, objectives=settings.objectives)
+    views = views_for(
+        records,
+        budget=settings.budget_epochs,
+        objectives=settings.objectives,
+        train_images=train_images_of(settings),
+    )
     costs = StudyCosts.for_study(study, settings, records, views, storage=storage, measure=measure)
     try:
         return propose(

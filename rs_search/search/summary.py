@@ -7,6 +7,7 @@ never on the front), which is what ``study.best_trials`` returns for a constrain
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -165,3 +166,71 @@ def estimate(
         train_images=train_images,
         flops_range=flops_range,
     )
+
+
+# -- what the scaling rules proposed -------------------------------------------------------------
+
+_CITATION = re.compile(r"\s*\[([^\[\]]*)\]")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleOutcome:
+    """One scaling-rule trial for people: what it proposed, why, and how it did against the
+    trial it came from. Text from the study (the reason) is untrusted: print it without markup."""
+
+    number: int
+    origin: str  # rule:depth / rule:width
+    source: int | None
+    step: str  # "width 0.25→0.375"
+    why: str  # the reason without its bracketed citations
+    citations: tuple[str, ...]  # the bracketed paper / project-heuristic parts, in order
+    result: str  # "top-1 97.50% (+1.39 vs trial 2's 96.11%), latency 3.1 ms (+0.52 ms)"
+    on_front: bool
+
+
+def rule_outcomes(records: Sequence[TrialRecord], settings: StudySettings) -> list[RuleOutcome]:
+    """Every rule-proposal trial of the study, in trial order (see :class:`RuleOutcome`)."""
+    by_number = {r.number: r for r in records}
+    best = {r.number for r in front(records, settings)}
+    out = []
+    for r in records:
+        if not r.is_rule_proposal:
+            continue
+        reason = r.reason or ""
+        step, _, why = reason.partition(": ")
+        source = by_number.get(r.source_trial) if r.source_trial is not None else None
+        out.append(
+            RuleOutcome(
+                number=r.number,
+                origin=r.origin,
+                source=r.source_trial,
+                step=step,
+                why=_CITATION.sub("", why).strip(),
+                citations=tuple(m.group(1) for m in _CITATION.finditer(why)),
+                result=_result(r, source),
+                on_front=r.number in best,
+            )
+        )
+    return out
+
+
+def _result(trial: TrialRecord, source: TrialRecord | None) -> str:
+    """The trial's top-1 and latency against its source trial's, or its state."""
+    retry = f" (retry of trial {trial.retry_of})" if trial.retry_of is not None else ""
+    if trial.state == "FAIL" and not trial.finished:
+        return f"stopped before its end: a retry takes it over{retry}"
+    if trial.state != "COMPLETE" or trial.top1 is None:
+        epochs = f" after {trial.epochs_trained} epochs" if trial.epochs_trained else ""
+        return f"{trial.state.lower()}{epochs}{retry}"
+    if trial.rejected is not None:
+        return f"rejected before training ({trial.rejected})"
+    parts = []
+    base = source.top1 if source is not None else None
+    against = f" vs trial {source.number}'s {base:.2f}%" if source and base is not None else ""
+    delta = f"{trial.top1 - base:+.2f}" if base is not None else ""
+    parts.append(f"top-1 {trial.top1:.2f}%" + (f" ({delta}{against})" if against else ""))
+    latency, base_latency = trial.latency_ms, source.latency_ms if source else None
+    if latency is not None:
+        diff = f" ({latency - base_latency:+.3g} ms)" if base_latency is not None else ""
+        parts.append(f"latency {latency:.3g} ms{diff}")
+    return ", ".join(parts)

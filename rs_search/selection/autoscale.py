@@ -21,15 +21,24 @@ from rs_search.study.record import TrialRecord, directions_of
 
 
 def views_for(
-    records: Sequence[TrialRecord], *, budget: int, objectives: Sequence[str]
+    records: Sequence[TrialRecord],
+    *,
+    budget: int,
+    objectives: Sequence[str],
+    train_images: int | None = None,
 ) -> list[TrialView]:
     """Trained, feasible trials with a candidate as views: the Pareto front first (largest
-    hypervolume contribution first), then the rest in NSGA-II order."""
+    hypervolume contribution first), then the rest in NSGA-II order. ``train_images``: the
+    study's training-set size (the regime the rules read; None: unknown)."""
     views = [
         view
         for record in records
         if record.usable
-        and (view := TrialView.from_record(record, budget=budget, objectives=objectives))
+        and (
+            view := TrialView.from_record(
+                record, budget=budget, objectives=objectives, train_images=train_images
+            )
+        )
         is not None
         and view.values is not None
     ]

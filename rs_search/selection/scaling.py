@@ -4,12 +4,16 @@ Bello et al. 2021, "Revisiting ResNets: Improved Training and Scaling Strategies
 2103.07579), Sec. 7 ("Improved scaling strategies") and DESIGN.md section 1, as summarised in
 ``shared/reference/resnet_rs.yaml`` (``scaling_rules``, ``models``, ``weight_decay_interaction``):
 
-1. **Depth where overfitting can occur, width where it cannot** (strategy 1; Sec. 7.2, Fig. 6:
-   at 10 epochs width scaling wins, at 350 epochs depth scaling wins). Overfitting is read from a
-   trial's per-epoch curve (:func:`read_overfitting`): a train/val top-1 gap of ``gap_points`` or
-   more, or the validation loss rising while the training loss falls over the last ``window``
-   epochs. Overfitting *or* a long budget (``long_budget_epochs``, the paper's 350-epoch regime)
-   -> :func:`scale_depth`; neither -> :func:`scale_width`.
+1. **Depth where overfitting can occur, width where it cannot** (strategy 1; abstract: "scale
+   model depth in regimes where overfitting can occur (width scaling is preferable
+   otherwise)"; Sec. 7.2, Fig. 6: on ImageNet width scaling wins at 10 epochs, depth scaling at
+   350, either at 100). The first signal is the regime: the study's epochs and training-set size
+   (:func:`read_regime`) and how the trial's curve behaves at the end of the schedule
+   (:func:`read_overfitting`: smoothed, with tolerances, on train accuracy measured like
+   validation). Overfitting at the end of the curve, or a long regime -> :func:`scale_depth`;
+   neither -> :func:`scale_width` (:func:`choose_rule`). The paper gives no thresholds: every
+   number of the regime and of the overfitting test is a **project heuristic**
+   (:class:`RuleSettings`), and every reason says which part is the paper's and which is ours.
 2. **Resolution grows slowly** (strategy 2; Sec. 7.3): at most one step
    (:func:`next_resolution`), only together with a depth step, and never past the published
    family's resolution at that depth (:data:`FAMILY_RESOLUTION`: 160 at RS-50 ... 320 at
@@ -25,7 +29,8 @@ Bello et al. 2021, "Revisiting ResNets: Improved Training and Scaling Strategies
 Everything here takes plain values (``TrialView``, ``Candidate``, tuples) and returns frozen
 dataclasses; nothing reads a database, builds a network or measures anything.
 
-Ladders (documented choices, not from the paper):
+Ladders (the published layouts and the width grid are the paper's; the small layouts, the steps
+and the bounds below RS-50 are project heuristics):
 
 * Depth: the published layouts 50 -> 101 -> 152 -> 200 -> 270 -> 350 -> 420 (Table 7), preceded by
   two small explicit layouts for small data: ``[1, 1, 1, 1]`` (ResNet-14, timm's ``resnet14t``)
@@ -65,9 +70,11 @@ __all__ = [
     "WIDTH_GRID",
     "Cost",
     "Dropped",
+    "PAPER_RULE",
     "Overfitting",
     "Proposal",
     "ProposalSet",
+    "Regime",
     "RuleSettings",
     "TrialView",
     "apply_limits",
@@ -79,6 +86,7 @@ __all__ = [
     "propose",
     "published_regularization",
     "read_overfitting",
+    "read_regime",
     "resolution_bound",
     "scale_depth",
     "scale_width",
@@ -169,16 +177,25 @@ def next_resolution(
     return step, f"resolution {resolution}→{step} (one step; {where})"
 
 
-# -- reading the curves ------------------------------------------------------------------------
+PAPER_RULE = (
+    'paper (abstract; Sec. 7.2, Fig. 6): "scale model depth in regimes where overfitting can '
+    'occur (width scaling is preferable otherwise)"; on ImageNet width scaling wins at 10 '
+    "epochs, depth scaling at 350"
+)
+"""The part of the depth/width choice that is the paper's, as the reasons quote it."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Overfitting:
-    """What a curve says about overfitting (Sec. 7.2: depth helps where overfitting can occur)."""
+    """What the end of a curve says about overfitting (see :func:`read_overfitting`)."""
 
     overfit: bool
-    gap: float | None  # train top-1 - val top-1 at the last epoch, in points
-    val_loss_rising: bool
+    measured: bool  # train accuracy measured like validation (``train_eval_*``) was read
+    gap: float | None  # mean train-eval minus val top-1 over the tail, in points
+    loss_gap: float | None  # mean val loss / mean train-eval loss - 1 over the tail
+    val_loss_rise: float | None  # smoothed val loss at the end / its smoothed best - 1
+    val_loss_rising: bool  # the rise test fired
+    tail: int  # epochs read as "the end of the schedule"
     epoch: int  # last epoch of the curve (0 when empty)
     words: str
 
@@ -187,56 +204,179 @@ def _series(curve: Sequence[Mapping[str, Any]], *names: str) -> list[float] | No
     """The first of ``names`` present (and numeric) in every entry of ``curve``."""
     for name in names:
         values = [entry.get(name) for entry in curve]
-        if values and all(isinstance(v, int | float) and math.isfinite(v) for v in values):
+        if values and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+            for v in values
+        ):
             return [float(v) for v in values if v is not None]
     return None
 
 
-def read_overfitting(
-    curve: Sequence[Mapping[str, Any]], *, gap_points: float = 5.0, window: int = 3
-) -> Overfitting:
-    """Overfitting from a per-epoch curve.
+def _trailing_mean(values: Sequence[float], span: int) -> list[float]:
+    """Moving average over the last ``span`` values at each point (fewer at the start)."""
+    return [
+        sum(values[max(0, i + 1 - span) : i + 1]) / (i + 1 - max(0, i + 1 - span))
+        for i in range(len(values))
+    ]
 
-    Overfit when the train/val top-1 gap at the last epoch is at least ``gap_points`` points, or
-    when over the last ``window`` epochs the validation loss rose while the training loss fell.
-    The raw (non-EMA) validation figures are preferred: the EMA lags the weights the training
-    figures come from, which would widen the gap early in training; ``val_top1``/``val_loss``
-    are the fallback.
+
+def tail_length(epochs: int, settings: RuleSettings) -> int:
+    """How many final epochs are "the end of the schedule": ``tail_fraction`` of them, at least
+    ``min_tail_epochs`` (project heuristics)."""
+    return max(settings.min_tail_epochs, math.ceil(settings.tail_fraction * epochs))
+
+
+def read_overfitting(
+    curve: Sequence[Mapping[str, Any]], settings: RuleSettings | None = None
+) -> Overfitting:
+    """Overfitting at the end of a per-epoch curve, smoothed and with tolerances.
+
+    The paper says where to scale depth (where overfitting can occur), not how to see
+    overfitting in a curve; every number here is a **project heuristic** (:class:`RuleSettings`).
+    Two tests, either one fires:
+
+    * **Gap**: over the tail (:func:`tail_length`), the mean of train top-1 minus val top-1 is
+      at least ``gap_points`` *and* the mean val loss exceeds the mean train loss by at least
+      ``loss_gap`` (relative). Train figures are ``train_eval_*``: measured like validation
+      (the same weights, eval mode, no augmentation, a fixed training subset;
+      ``rs_search.train.metrics.EpochMetrics``), so the gap is a generalization gap and not
+      the effect of augmentation, dropout or a running average. Requiring the loss gap too
+      keeps a few points of top-1 noise on small validation sets from firing it alone.
+    * **Val loss rising**: the ``smooth_epochs`` moving average of the val loss ends at least
+      ``loss_rise`` (relative) above its best, while the train loss (same average) fell over
+      the same epochs.
+
+    A curve without ``train_eval_*`` (written before they existed) cannot show a gap: only the
+    val-loss test runs, with the running training loss as its train side, and the words say so.
     """
-    if window < 2:
-        raise ValueError(f"window {window}: at least 2 epochs are needed to see a trend")
+    settings = settings or RuleSettings()
     if not curve:
         return Overfitting(
-            overfit=False, gap=None, val_loss_rising=False, epoch=0, words="no curve recorded"
+            overfit=False,
+            measured=False,
+            gap=None,
+            loss_gap=None,
+            val_loss_rise=None,
+            val_loss_rising=False,
+            tail=0,
+            epoch=0,
+            words="no curve recorded",
         )
     epoch = int(curve[-1].get("epoch", len(curve)))
-    train_top1 = _series(curve[-1:], "train_top1")
-    val_top1 = _series(curve[-1:], "val_top1_raw", "val_top1")
-    gap = train_top1[0] - val_top1[0] if train_top1 and val_top1 else None
-    rising = False
-    loss_words = ""
-    if len(curve) >= window:
-        tail = curve[-window:]
-        val = _series(tail, "val_loss_raw", "val_loss")
-        train = _series(tail, "train_loss")
-        if val and train and val[-1] > val[0] and train[-1] < train[0]:
-            rising = True
-            loss_words = (
-                f"val loss rose {val[0]:.3g}→{val[-1]:.3g} while train loss fell "
-                f"{train[0]:.3g}→{train[-1]:.3g} over the last {window} epochs"
-            )
-    gap_big = gap is not None and gap >= gap_points
-    gap_words = "no train/val gap recorded" if gap is None else f"train/val gap {gap:.1f} points"
-    if gap_big and rising:
-        words = f"{gap_words} and {loss_words}, at {epoch} epochs"
-    elif gap_big:
-        words = f"{gap_words} at {epoch} epochs"
-    elif rising:
-        words = f"{loss_words} (epoch {epoch})"
+    tail = min(len(curve), tail_length(len(curve), settings))
+    end = curve[-tail:]
+    train_top1 = _series(end, "train_eval_top1")
+    train_loss_eval = _series(end, "train_eval_loss")
+    val_top1 = _series(end, "val_top1")
+    val_loss_end = _series(end, "val_loss")
+    measured = bool(train_top1 and train_loss_eval and val_top1 and val_loss_end)
+    gap = loss_gap = None
+    gap_fires = False
+    if measured and train_top1 and train_loss_eval and val_top1 and val_loss_end:
+        gap = sum(t - v for t, v in zip(train_top1, val_top1, strict=True)) / tail
+        loss_gap = (sum(val_loss_end) / tail) / max(sum(train_loss_eval) / tail, 1e-12) - 1
+        gap_fires = gap >= settings.gap_points and loss_gap >= settings.loss_gap
+    rise, rising, train_side = _val_loss_rise(curve, settings, measured=measured)
+    where = f"last {tail} of {len(curve)} epochs"
+    parts = []
+    if gap is not None and loss_gap is not None:
+        parts.append(
+            f"train/val top-1 gap {gap:.1f} points, val loss {loss_gap:+.0%} over train "
+            f"({where}; train measured like validation)"
+        )
     else:
-        words = f"{gap_words} (< {gap_points:g}), val loss not rising, at {epoch} epochs"
+        parts.append(
+            "train accuracy measured like validation not recorded in this curve: the gap is not "
+            f"read, only the val-loss trend (train side: {train_side})"
+        )
+    if rise is not None:
+        parts.append(
+            f"val loss {rise:+.0%} from its best ({settings.smooth_epochs}-epoch average)"
+            + (f" while the {train_side} fell" if rising else "")
+        )
+    else:
+        parts.append(f"val-loss trend not read (fewer than {settings.smooth_epochs + 1} epochs)")
     return Overfitting(
-        overfit=gap_big or rising, gap=gap, val_loss_rising=rising, epoch=epoch, words=words
+        overfit=gap_fires or rising,
+        measured=measured,
+        gap=gap,
+        loss_gap=loss_gap,
+        val_loss_rise=rise,
+        val_loss_rising=rising,
+        tail=tail,
+        epoch=epoch,
+        words="; ".join(parts),
+    )
+
+
+def _val_loss_rise(
+    curve: Sequence[Mapping[str, Any]], settings: RuleSettings, *, measured: bool
+) -> tuple[float | None, bool, str]:
+    """(smoothed val loss at the end over its smoothed best - 1, whether the rise test fires,
+    what the train side was)."""
+    train_name, train_side = (
+        ("train_eval_loss", "train loss measured like validation")
+        if measured
+        else ("train_loss", "running training loss, augmented")
+    )
+    if len(curve) < settings.smooth_epochs + 1:
+        return None, False, train_side
+    val = _series(curve, "val_loss")
+    train = _series(curve, train_name)
+    if val is None:
+        return None, False, train_side
+    smooth_val = _trailing_mean(val, settings.smooth_epochs)
+    best = min(range(len(smooth_val)), key=smooth_val.__getitem__)
+    rise = smooth_val[-1] / max(smooth_val[best], 1e-12) - 1
+    fell = False
+    if train is not None:
+        smooth_train = _trailing_mean(train, settings.smooth_epochs)
+        fell = smooth_train[-1] < smooth_train[best]
+    return rise, rise >= settings.loss_rise and fell and best < len(curve) - 1, train_side
+
+
+# -- the regime --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Regime:
+    """The training regime of a study: its epochs and its data size (Sec. 7.2 of the paper: the
+    best scaling strategy depends on it). ``kind`` is short, middle or long by the project
+    heuristics of :class:`RuleSettings`."""
+
+    epochs: int
+    train_images: int | None
+    kind: Literal["short", "middle", "long"]
+    words: str
+
+
+def read_regime(epochs: int, train_images: int | None, settings: RuleSettings) -> Regime:
+    """Short (``<= short_budget_epochs``), long (``>= long_budget_epochs``; on small data, fewer
+    than ``small_data_images`` training images, ``>= small_data_long_epochs``: the same number of
+    passes over far fewer images overfits sooner), else middle. The anchors are the paper's
+    three ImageNet settings (10, 100 and 350 epochs on 1.28 M images); using them as thresholds,
+    and the small-data shift, are project heuristics."""
+    small = train_images is not None and train_images < settings.small_data_images
+    long_from = settings.small_data_long_epochs if small else settings.long_budget_epochs
+    kind: Literal["short", "middle", "long"]
+    if epochs <= settings.short_budget_epochs:
+        kind = "short"
+    elif epochs >= long_from:
+        kind = "long"
+    else:
+        kind = "middle"
+    data = (
+        "data size unknown"
+        if train_images is None
+        else f"{train_images} training images ({'small' if small else 'large'} data: "
+        f"{'<' if small else '>='} {settings.small_data_images})"
+    )
+    bounds = f"short <= {settings.short_budget_epochs}, long >= {long_from} epochs"
+    return Regime(
+        epochs=epochs,
+        train_images=train_images,
+        kind=kind,
+        words=f"{kind} regime: {epochs} epochs on {data}; {bounds}",
     )
 
 
@@ -382,10 +522,16 @@ class TrialView:
     values: tuple[float, ...] | None
     curve: tuple[Mapping[str, Any], ...]
     budget: int  # the study's full training length in epochs (--budget)
+    train_images: int | None = None  # the study's training-set size (None: unknown)
 
     @classmethod
     def from_record(
-        cls, record: TrialRecord, *, budget: int, objectives: Sequence[str]
+        cls,
+        record: TrialRecord,
+        *,
+        budget: int,
+        objectives: Sequence[str],
+        train_images: int | None = None,
     ) -> TrialView | None:
         """None for a trial without a readable candidate (not an rs-search trial). ``values``
         follow ``objectives``' order."""
@@ -397,6 +543,7 @@ class TrialView:
             values=None if record.values is None else record.point(objectives),
             curve=record.curve,
             budget=budget,
+            train_images=train_images,
         )
 
 
@@ -441,7 +588,15 @@ class ProposalSet:
 
 @dataclass(frozen=True, kw_only=True)
 class RuleSettings:
-    """Thresholds and ladders of the rules; every one is a parameter (defaults: the paper's).
+    """Thresholds and ladders of the rules; every one is a parameter.
+
+    **Project heuristics.** The paper gives the rules (depth where overfitting can occur, width
+    otherwise; resolution slowly; weight decay down when other regularizers are on) and the
+    published recipes, not the numbers that turn a curve or a budget into a decision. Every
+    default below marked ``ProjectHeuristic`` is this project's choice, printed as such in
+    every reason. The regime thresholds are anchored on the paper's three ImageNet settings
+    (Sec. 7.2, Fig. 6: 10, 100 and 350 epochs on 1.28 M images); applying them to other data
+    sizes is still a heuristic.
 
     ``space``: the study's search space. When given, its own value grids are preferred for the
     next layout, width and resolution, and recipe values the rules set are fitted to what the
@@ -449,15 +604,43 @@ class RuleSettings:
     whenever the space has room for it.
     """
 
-    gap_points: float = 5.0  # train/val top-1 gap that counts as overfitting
-    window: int = 3  # epochs over which a rising val loss counts
-    long_budget_epochs: int = 350  # the paper's long regime (10 / 100 / 350 epochs)
-    min_regularizers: int = 3
-    weight_decay_regularized: float = WEIGHT_DECAY_REGULARIZED
-    weight_decay_plain: float = WEIGHT_DECAY_PLAIN
+    # -- the regime (ProjectHeuristic, anchored on the paper's 10 / 100 / 350 epochs) --
+    short_budget_epochs: int = 10  # ProjectHeuristic: at or below, the short regime
+    long_budget_epochs: int = 350  # ProjectHeuristic: at or above, the long regime
+    small_data_images: int = 100_000  # ProjectHeuristic: fewer training images is small data
+    small_data_long_epochs: int = 100  # ProjectHeuristic: the long regime on small data
+    # -- the overfitting test (ProjectHeuristic: the paper gives no test) --
+    tail_fraction: float = 0.25  # ProjectHeuristic: the end of the schedule, a share of epochs
+    min_tail_epochs: int = 3  # ProjectHeuristic: ... and at least this many epochs
+    gap_points: float = 5.0  # ProjectHeuristic: mean train-eval minus val top-1 over the tail
+    loss_gap: float = 0.10  # ProjectHeuristic: mean val loss over train-eval loss, relative
+    smooth_epochs: int = 3  # ProjectHeuristic: moving average of the losses for the trend
+    loss_rise: float = 0.05  # ProjectHeuristic: smoothed val loss this far above its best
+    # -- regularization --
+    min_regularizers: int = 3  # ProjectHeuristic: our reading of Table 4 (RA+LS+DO -> 4e-5)
+    weight_decay_regularized: float = WEIGHT_DECAY_REGULARIZED  # paper Sec. 5.2 / Table 4
+    weight_decay_plain: float = WEIGHT_DECAY_PLAIN  # paper Table 4 (baseline)
     depth_ladder: tuple[tuple[int, ...], ...] = DEPTH_LADDER
     width_grid: tuple[float, ...] = WIDTH_GRID
     space: SearchSpace | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.smooth_epochs < 1 or self.min_tail_epochs < 1:
+            raise ValueError("smooth_epochs and min_tail_epochs: at least 1")
+        if not 0 < self.tail_fraction <= 1:
+            raise ValueError(f"tail_fraction {self.tail_fraction}: in (0, 1]")
+
+    def heuristics(self) -> str:
+        """The overfitting test and regime thresholds in words, for the reasons."""
+        return (
+            f"project heuristics: overfitting = over the last {self.tail_fraction:.0%} of "
+            f"epochs (at least {self.min_tail_epochs}) a train/val top-1 gap >= "
+            f"{self.gap_points:g} points with val loss >= {self.loss_gap:+.0%} over train, or "
+            f"the {self.smooth_epochs}-epoch average val loss >= {self.loss_rise:+.0%} from "
+            f"its best while the train loss fell; regime short <= {self.short_budget_epochs} "
+            f"epochs, long >= {self.long_budget_epochs} ({self.small_data_long_epochs} below "
+            f"{self.small_data_images} training images)"
+        )
 
     def space_values(self, name: str) -> tuple[Any, ...]:
         """The finite values the space searches for ``name`` (empty when fixed, continuous or
@@ -516,19 +699,47 @@ def fit_recipe(
 
 
 def choose_rule(view: TrialView, settings: RuleSettings) -> tuple[Rule, str]:
-    """Depth when the curve overfits or the budget is long, else width (Sec. 7.2, strategy 1)."""
-    reading = read_overfitting(view.curve, gap_points=settings.gap_points, window=settings.window)
+    """Depth or width, and why (paper part and project-heuristic part named).
+
+    The paper's rule (abstract; Sec. 7.2): depth where overfitting can occur, width otherwise.
+    In order: the trial's curve overfits at the end of the schedule (:func:`read_overfitting`)
+    -> depth; the regime is long (:func:`read_regime`), where the paper found depth wins and
+    overfitting can occur even if this trial does not show it yet -> depth; else -> width (the
+    short regime, where the paper found width wins, or a middle one whose curve shows no
+    overfitting).
+    """
+    reading = read_overfitting(view.curve, settings)
+    regime = read_regime(view.budget, view.train_images, settings)
     if reading.overfit:
-        return "depth", reading.words
-    if view.budget >= settings.long_budget_epochs:
-        return "depth", (
-            f"{view.budget}-epoch budget (long: >= {settings.long_budget_epochs}), "
-            f"where overfitting can occur; {reading.words}"
-        )
-    return "width", (
-        f"no overfitting ({reading.words}) at a {view.budget}-epoch budget "
-        f"(short: < {settings.long_budget_epochs})"
-    )
+        rule: Rule = "depth"
+        evidence = f"overfitting at the end of the schedule ({reading.words}); {regime.words}"
+    elif regime.kind == "long":
+        rule = "depth"
+        evidence = f"{regime.words}, where overfitting can occur; curve: {reading.words}"
+    else:
+        rule = "width"
+        evidence = f"no overfitting ({reading.words}); {regime.words}"
+    return rule, f"{evidence} [{PAPER_RULE}; {settings.heuristics()}]"
+
+
+RESOLUTION_WORDS = (
+    "paper Sec. 7.3: grow the resolution more slowly than EfficientNet, never past the "
+    "published family's resolution at that depth (official configs); project heuristics: one "
+    "step of +32 px from 128 px, +8 px below, and the bound below RS-50 scaled by depth"
+)
+REGULARIZATION_WORDS = (
+    "paper: the published recipe of that size (official configs: dropout, stochastic depth, "
+    "RandAugment magnitude) and Sec. 5.2 / Table 4 (weight decay 4e-5 with other regularizers "
+    "on, else 1e-4); project heuristics: which published variant stands for an unpublished "
+    "size, and {n} regularizers as the switch"
+)
+
+
+def _reason(step: str, why: str, res_words: str, changes: list[str], n_reg: int) -> str:
+    reason = f"{step}: {why}; {res_words} [{RESOLUTION_WORDS}]"
+    if changes:
+        reason += "; " + ", ".join(changes) + f" [{REGULARIZATION_WORDS.format(n=n_reg)}]"
+    return reason
 
 
 def scale_depth(view: TrialView, why: str, settings: RuleSettings) -> Proposal | None:
@@ -541,13 +752,11 @@ def scale_depth(view: TrialView, why: str, settings: RuleSettings) -> Proposal |
     resolution, res_words = next_resolution(arch.resolution, layout, settings.resolution_grid())
     new_arch = dataclasses.replace(arch, layout=layout, resolution=resolution)
     new_recipe, changes = _regularize(recipe, layout, resolution, settings)
-    reason = f"depth {arch.label}→{layout_label(layout)}: {why}; {res_words}"
-    if changes:
-        reason += "; " + ", ".join(changes)
+    step = f"depth {arch.label}→{layout_label(layout)}"
     return Proposal(
         candidate=Candidate(arch=new_arch, recipe=new_recipe),
         rule="depth",
-        reason=reason,
+        reason=_reason(step, why, res_words, changes, settings.min_regularizers),
         source_trial=view.number,
     )
 
@@ -560,13 +769,12 @@ def scale_width(view: TrialView, why: str, settings: RuleSettings) -> Proposal |
         return None
     new_arch = dataclasses.replace(arch, width=width)
     new_recipe, changes = _regularize(recipe, arch.layout, arch.resolution, settings)
-    reason = f"width {arch.width:g}→{width:g}: {why}; resolution stays {arch.resolution}"
-    if changes:
-        reason += "; " + ", ".join(changes)
+    step = f"width {arch.width:g}→{width:g}"
+    res_words = f"resolution stays {arch.resolution} (it grows only with depth)"
     return Proposal(
         candidate=Candidate(arch=new_arch, recipe=new_recipe),
         rule="width",
-        reason=reason,
+        reason=_reason(step, why, res_words, changes, settings.min_regularizers),
         source_trial=view.number,
     )
 

@@ -29,6 +29,7 @@ def _start(study: str, storage: str, cwd: Path, k: int, trials: int) -> subproce
     return subprocess.Popen(
         cli(
             "start",
+            "--no-auto-scale",  # the rules are not what this tests
             "--space",
             str(MICRO),
             "--budget",

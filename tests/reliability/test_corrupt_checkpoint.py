@@ -53,6 +53,7 @@ def test_damaged_checkpoints_fall_back_to_the_previous_one_or_a_fresh_start(
     start = subprocess.Popen(
         cli(
             "start",
+            "--no-auto-scale",  # the rules are not what this tests
             "--space",
             str(MICRO_STEPS),
             "--budget",

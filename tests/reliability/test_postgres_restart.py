@@ -40,6 +40,7 @@ def _start(
     return subprocess.Popen(
         cli(
             "start",
+            "--no-auto-scale",  # the rules are not what this tests
             "--space",
             str(MICRO_STEPS),
             "--budget",

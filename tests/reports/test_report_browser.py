@@ -215,6 +215,7 @@ def test_report_of_a_real_search_opens_in_chromium(
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     start = rs_search(
         "start",
+        "--no-auto-scale",  # the rules are not what this tests
         "--space",
         str(SPACE),
         "--budget",

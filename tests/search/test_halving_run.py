@@ -20,6 +20,7 @@ TRIALS, BUDGET = 9, 9  # eta 3: rungs at epochs 1 and 3
 def test_halving_spends_at_most_half_the_epochs(tmp_path):
     proc = run_cli(
         "start",
+        "--no-auto-scale",  # the rules are not what this tests
         "--space",
         str(TINY4),
         "--budget",

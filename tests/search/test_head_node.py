@@ -31,6 +31,7 @@ def _head(*args: str, storage: str, cwd: Path) -> tuple[subprocess.Popen[str], O
     head = subprocess.Popen(
         cli(
             "start",
+            "--no-auto-scale",  # the rules are not what this tests
             "--space",
             str(MICRO),
             "--budget",

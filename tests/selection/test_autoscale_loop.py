@@ -1,4 +1,5 @@
-"""The loop closes: a real search started with ``--auto-scale`` runs trials the rules proposed.
+"""The loop closes: a real search (``rs-search start``, the scaling rules on by default) runs
+trials the rules proposed, and its closing summary says what each proposed, why, and how it did.
 
 ``rs-search start`` (real worker processes, real training on synthetic data, real latency
 measurement, SQLite) with a three-trial budget: the seed trial runs first; when it completes the
@@ -56,8 +57,7 @@ def test_search_with_auto_scale_completes_rule_trials_with_reasons(tmp_path: Pat
         "0",
         "--artifacts",
         str(tmp_path / "artifacts"),
-        "--auto-scale",
-    ]
+    ]  # no --auto-scale: it is the default
     done = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     log = "\n".join(p.read_text() for p in (tmp_path / "artifacts").rglob("*.log"))
     assert done.returncode == 0, done.stdout + done.stderr + log
@@ -85,3 +85,19 @@ def test_search_with_auto_scale_completes_rule_trials_with_reasons(tmp_path: Pat
     assert trials[2] not in ruled and trials[2].state == TrialState.COMPLETE
     log_lines = [line for line in log.splitlines() if line.startswith("auto-scale after trial 0")]
     assert log_lines and "rule:" in log_lines[0] and "(slot)" in log_lines[0]
+
+    # the closing summary: what the rule proposed, why, how it did against its source
+    out = done.stdout
+    rule_trial = trials[1]
+    step = rule_trial.user_attrs["reason"].split(":")[0]
+    assert f"scaling rules: {len(ruled)} proposal(s) ran (--no-auto-scale turns them off)" in out
+    top1, base = rule_trial.values[0], trials[0].values[0]
+    assert (
+        f"trial 1 {rule_trial.user_attrs['origin']} from trial 0: {step} -> top-1 {top1:.2f}% "
+        f"({top1 - base:+.2f} vs trial 0's {base:.2f}%), latency "
+    ) in out
+    (why,) = [line.strip() for line in out.splitlines() if line.strip().startswith("why: ")]
+    assert "epochs on 1024 training images" in why  # the regime: epochs and data size
+    assert "[" not in why  # the citations are printed once, apart
+    assert '[paper (abstract; Sec. 7.2, Fig. 6): "scale model depth in regimes where' in out
+    assert "project heuristics: overfitting = over the last 25% of epochs" in out
