@@ -61,7 +61,10 @@ def test_one_gpu_index_for_several_local_ranks_is_refused() -> None:
 def test_worker_devices_without_gpus() -> None:
     assert worker_devices("auto", None) == ("cpu",)
     assert worker_devices("cpu", 3) == ("cpu", "cpu", "cpu")
-    assert worker_devices("cuda:1", 2) == ("cuda:1", "cuda:1")  # as written: no GPU lookup
+    # an indexed GPU is checked against the visible ones (the fuzz test's "--device cuda:0"
+    # created a study whose trial then failed)
+    with pytest.raises(RsSearchError, match=r"^--device cuda:1: no such CUDA device \(0 visible\)"):
+        worker_devices("cuda:1", 2)
     with pytest.raises(RsSearchError, match="no CUDA device is visible"):
         worker_devices("cuda", None)
     with pytest.raises(RsSearchError, match="--workers 0: must be at least 1"):

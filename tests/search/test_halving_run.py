@@ -14,7 +14,7 @@ from tests.search.conftest import TINY4, cli_env, run_cli
 
 pytestmark = pytest.mark.slow
 
-TRIALS, BUDGET = 9, 9  # eta 3: rungs at epochs 1 and 3
+TRIALS, BUDGET = 14, 9  # eta 3: rungs at epochs 1 and 3
 
 
 def test_halving_spends_at_most_half_the_epochs(tmp_path):
@@ -53,6 +53,9 @@ def test_halving_spends_at_most_half_the_epochs(tmp_path):
     print("epochs", epochs, sum(epochs) / (TRIALS * BUDGET))
     # the rungs are unmeasured until MIN_TRIALS trials trained to the end: everyone continues
     assert epochs[:MIN_TRIALS] == [BUDGET] * MIN_TRIALS, epochs
+    # 9 trials after the measurement: with 4 (the earlier size) two promotions to the full budget
+    # in a row (9+9+3+3 of 18) broke the half-bar in CI, one unlucky draw of the latency-driven
+    # sampler; eta 3 keeps about a third at each rung, so 9 trials spend ~2.5 epochs each
     assert sum(epochs[MIN_TRIALS:]) <= (TRIALS - MIN_TRIALS) * BUDGET / 2, epochs
 
     pruned = [t for t in trials if t.state == TrialState.PRUNED]
