@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import time
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -25,11 +25,10 @@ TRIALS = 60
 WORKERS = 4
 
 
-def _claim_all(url: str, barrier: Path, out: Path) -> None:
+def _claim_all(url: str, start: Any, out: Path) -> None:
     rdb = open_storage(url, retry_seconds=30)
     study = QueuedStudy(study_name="claims", storage=rdb)
-    while not barrier.exists():
-        time.sleep(0.002)
+    start.wait()  # every worker has its storage open: they all ask at once
     got: list[int] = []
     while True:
         try:
@@ -47,14 +46,12 @@ def _race(url: str, tmp_path: Path) -> list[int]:
     for i in range(TRIALS):
         study.enqueue_trial({}, user_attrs={"slot": i})
     rdb.engine.dispose()
-    barrier = tmp_path / "go"
     ctx = multiprocessing.get_context("fork")
+    start = ctx.Barrier(WORKERS)
     outs = [tmp_path / f"claims-{i}.json" for i in range(WORKERS)]
-    procs = [ctx.Process(target=_claim_all, args=(url, barrier, out)) for out in outs]
+    procs = [ctx.Process(target=_claim_all, args=(url, start, out)) for out in outs]
     for proc in procs:
         proc.start()
-    time.sleep(1.0)  # let every process open its storage
-    barrier.touch()
     for proc in procs:
         proc.join(120)
         assert proc.exitcode == 0
